@@ -1,0 +1,57 @@
+"""Merging detections from overlapping tiles and levels into one box per object."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detector.decoders.nms import areas, intersections
+
+
+def merge_boxes(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    iou_threshold: float = 0.5,
+    ios_threshold: float = 0.7,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy merge across tiles, whatever the class (one physical object, one box).
+
+    The best-scoring box suppresses boxes that overlap it by IoU > ``iou_threshold`` (the
+    same object seen by two tiles or two levels). A box mostly inside another or mostly
+    covering it (intersection over the smaller area > ``ios_threshold``), but not a
+    duplicate by IoU, is a piece of the same object cut by a tile edge: the kept box grows
+    to the union of both, and keeps the better score and its class.
+    """
+    n = boxes.shape[0]
+    if n == 0:
+        return boxes, scores, class_ids
+    order = np.argsort(-scores, kind="stable")
+    boxes = boxes[order].astype(np.float32, copy=True)
+    scores, class_ids = scores[order], class_ids[order]
+    alive = np.ones(n, dtype=bool)
+    kept: list[int] = []
+    for i in range(n):
+        if not alive[i]:
+            continue
+        kept.append(i)
+        alive[i] = False
+        while True:
+            rest = np.nonzero(alive)[0]
+            if rest.size == 0:
+                break
+            inter = intersections(boxes[i], boxes[rest])
+            a_i, a_r = areas(boxes[i : i + 1])[0], areas(boxes[rest])
+            union = a_i + a_r - inter
+            iou = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+            ios = np.where(np.minimum(a_i, a_r) > 0, inter / np.maximum(np.minimum(a_i, a_r), 1e-9), 0.0)
+            dup = rest[iou > iou_threshold]
+            piece = rest[(iou <= iou_threshold) & (ios > ios_threshold)]
+            alive[dup] = False
+            if piece.size == 0:
+                break
+            alive[piece] = False
+            group = np.vstack([boxes[i : i + 1], boxes[piece]])
+            boxes[i] = [group[:, 0].min(), group[:, 1].min(), group[:, 2].max(), group[:, 3].max()]
+            # The box grew: look again for boxes it now duplicates or contains.
+    idx = np.asarray(kept, dtype=np.int64)
+    return boxes[idx], scores[idx], class_ids[idx]

@@ -1,0 +1,150 @@
+"""The ``sousveil`` command: ``main(argv) -> exit code``; one line per error, traceback on --debug."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from detector import DetectorConfig, DetectorError, TilingConfig, load_detector
+from detector.detection import Detection
+
+log = logging.getLogger("sousveil")
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, help="model .tflite (or its .toml sidecar); default: the project's model")
+    p.add_argument("--threads", type=int, default=None, help="interpreter threads (default: cores, at most 4)")
+    p.add_argument("--threshold", type=float, default=None, help="score threshold (default: the model's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sousveil", description="Map street surveillance cameras from a bike.")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("detect", help="find cameras in still images")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per detection: file, label, score, box")
+    p.add_argument(
+        "--draw", type=Path, metavar="OUT", help="save images with boxes (a folder, or a file for one image)"
+    )
+    p.add_argument(
+        "--roi",
+        choices=("full", "band"),
+        default="full",
+        help="full image (default for photos) or the band above the horizon (the ride default)",
+    )
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="target", required=True, metavar="TARGET")
+    b = bench.add_parser("detector", help="time the detector on a 1920x1080 frame against a naive baseline")
+    _add_model_args(b)
+    b.add_argument("--image", type=Path, help="frame to use (default: a 1920x1080 street frame made here)")
+    b.add_argument("--frames", type=int, default=20, help="frames to time (default 20)")
+    b.add_argument("--roi", choices=("full", "band"), default="band", help="tile region (default: the ride's band)")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> DetectorConfig:
+    tiling = TilingConfig.full_frame() if args.roi == "full" else TilingConfig()
+    kwargs: dict[str, object] = {"model": args.model, "tiling": tiling, "score_threshold": args.threshold}
+    if args.threads is not None:
+        if args.threads < 1:
+            raise DetectorError(f"--threads must be >= 1, got {args.threads}")
+        kwargs["num_threads"] = args.threads
+    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
+        raise DetectorError(f"--threshold must be within (0, 1], got {args.threshold}")
+    return DetectorConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def _draw_path(out: Path, image: Path, several: bool) -> Path:
+    if not several and out.suffix.lower() in IMAGE_SUFFIXES:
+        return out
+    return out / f"{image.stem}.detections.png"
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from detector.draw import draw_detections
+    from detector.images import load_rgb
+
+    detector = load_detector(_config(args))
+    failed = 0
+    several = len(args.images) > 1
+    for path in args.images:
+        try:
+            frame = load_rgb(path)
+        except DetectorError as err:
+            print(f"sousveil: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        found: list[Detection] = detector.detect(frame)
+        if args.json:
+            for det in found:
+                print(json.dumps({"file": str(path), **det.to_json()}))
+        else:
+            h, w = frame.shape[:2]
+            print(f"{path}: {len(found)} camera(s) in {w}x{h}")
+            for det in found:
+                x1, y1, x2, y2 = det.box_px
+                print(
+                    f"  {det.label:<6} {det.score:.2f}  box {x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}"
+                    f"  ({det.width_px:.0f}x{det.height_px:.0f} px)"
+                )
+        if args.draw:
+            target = _draw_path(args.draw, path, several)
+            draw_detections(frame, found, target)
+            log.info("drew %s", target)
+    if failed:
+        print(f"sousveil: {failed} of {len(args.images)} image(s) could not be read", file=sys.stderr)
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def cmd_bench_detector(args: argparse.Namespace) -> int:
+    from detector.bench import run_bench
+    from detector.images import load_rgb
+    from detector.synthetic import street_frame
+
+    if args.frames < 1:
+        raise DetectorError(f"--frames must be >= 1, got {args.frames}")
+    detector = load_detector(_config(args))
+    frame = load_rgb(args.image) if args.image else street_frame(1920, 1080)
+    spec = detector.spec
+    plan = detector.plan_for(frame.shape[1], frame.shape[0])
+    print(
+        f"model {spec.name} {spec.version} ({spec.output.family}, input {spec.input.width}x{spec.input.height} "
+        f"{spec.input.dtype}), runtime {detector.model.runtime}, {detector.model.num_threads} thread(s)"
+    )
+    print(
+        f"frame {frame.shape[1]}x{frame.shape[0]}, region {list(plan.roi_px)}, "
+        f"{len(plan.tiles)} tiles over {len(plan.levels)} level(s)"
+    )
+    result = run_bench(detector, frame, frames=args.frames)
+    print(result.report())
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handlers = {"detect": cmd_detect, "bench": cmd_bench_detector}
+    try:
+        return handlers[args.command](args)
+    except DetectorError as err:
+        if args.debug:
+            raise
+        print(f"sousveil: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
