@@ -25,9 +25,7 @@ class Detection:
     box_norm: Box
 
     @classmethod
-    def from_pixels(
-        cls, label: str, label_id: int, score: float, box_px: Box, frame_w: int, frame_h: int
-    ) -> Detection:
+    def from_pixels(cls, label: str, label_id: int, score: float, box_px: Box, frame_w: int, frame_h: int) -> Detection:
         x1, y1, x2, y2 = box_px
         return cls(
             label=label,

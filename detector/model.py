@@ -100,7 +100,11 @@ class Model:
         model = cls(spec, interpreter, runtime_name, num_threads)
         log.info(
             "loaded model %s %s (%s, %d thread(s), %s)",
-            spec.name, spec.version, spec.output.family, num_threads, runtime_name,
+            spec.name,
+            spec.version,
+            spec.output.family,
+            num_threads,
+            runtime_name,
         )
         return model
 

@@ -36,8 +36,11 @@ class Quantiser:
         self.table = pixel_table(spec)
         self.model_bgr = spec.channel_order == "BGR"
         self.same_for_all = bool(np.all(self.table == self.table[0]))
-        identity = np.arange(256).astype(self.table.dtype)
-        self.identity = self.same_for_all and spec.dtype == "uint8" and bool(np.all(self.table[0] == identity))
+        p = np.arange(256)
+        # The two common cases need no table: uint8 input of raw pixels, and int8 input of
+        # pixel - 128 (scale 1/255, zero point -128), which is the pixel's top bit flipped.
+        self.identity = self.same_for_all and spec.dtype == "uint8" and bool(np.all(self.table[0] == p))
+        self.flip_top_bit = self.same_for_all and spec.dtype == "int8" and bool(np.all(self.table[0] == p - 128))
         self.pad = self.table[:, pad_value]
 
     def write(self, src: np.ndarray, dst: np.ndarray, *, src_bgr: bool = False) -> None:
@@ -50,6 +53,8 @@ class Quantiser:
         target = dst[:h, :w]
         if self.identity:
             np.copyto(target, src)
+        elif self.flip_top_bit:
+            np.bitwise_xor(src, np.uint8(0x80), out=target.view(np.uint8))
         elif self.same_for_all:
             np.take(self.table[0], src, out=target, mode="clip")
         else:

@@ -33,13 +33,7 @@ class Resizer:
         return i0, i1, (pos - i0).astype(np.float32)
 
     def __call__(self, src: np.ndarray) -> np.ndarray:
-        k = self.k
-        if k > 1:
-            block = src[: self.mid_h * k, : self.mid_w * k]
-            summed = block.reshape(self.mid_h, k, self.mid_w, k, 3).sum(axis=(1, 3), dtype=np.uint32)
-            mid = ((summed + (k * k) // 2) // (k * k)).astype(np.uint8)
-        else:
-            mid = src
+        mid = self._box_reduce(src) if self.k > 1 else src
         if self.exact:
             return np.ascontiguousarray(mid)
         rows0 = mid[self.y0].astype(np.float32)
@@ -50,3 +44,18 @@ class Resizer:
         out = rows[:, self.x0] + (rows[:, self.x1] - rows[:, self.x0]) * wx
         result: np.ndarray = np.clip(np.rint(out), 0, 255).astype(np.uint8)
         return result
+
+    def _box_reduce(self, src: np.ndarray) -> np.ndarray:
+        """Mean of each k x k block, as k strided additions per axis (numpy's reductions
+        over a reshaped axis are an order of magnitude slower)."""
+        k, h, w = self.k, self.mid_h, self.mid_w
+        acc_type = np.uint16 if k * k * 255 <= np.iinfo(np.uint16).max else np.uint32
+        rows = np.zeros((h, src.shape[1], 3), acc_type)
+        for dy in range(k):
+            rows += src[dy : h * k : k]
+        acc = np.zeros((h, w, 3), acc_type)
+        for dx in range(k):
+            acc += rows[:, dx : w * k : k]
+        acc += (k * k) // 2
+        acc //= k * k
+        return acc.astype(np.uint8)

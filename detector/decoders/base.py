@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,13 +38,19 @@ class TensorInfo:
             return q.astype(np.float32, copy=False)
         return (q.astype(np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
 
-    def quantised_threshold(self, value: float) -> float:
-        """The smallest stored value whose real value is >= ``value`` (for cheap masks)."""
+    def quantised_threshold(self, value: float) -> np.generic | float:
+        """The smallest stored value whose real value is >= ``value``, in the tensor's own
+        dtype, so masks compare int8 with int8 (no float copy of the tensor)."""
         if not self.quantised:
             return value
-        info = np.iinfo(self.dtype)
-        q = np.ceil(value / self.scale + self.zero_point - 1e-6)
-        return float(min(max(q, info.min), info.max))
+        info = _iinfo(self.dtype)
+        q = math.ceil(value / self.scale + self.zero_point - 1e-6)
+        return self.dtype.type(min(max(q, info.min), info.max))  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _iinfo(dtype: np.dtype[Any]) -> np.iinfo[Any]:
+    return np.iinfo(dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +63,7 @@ class TileDetections:
 
     @classmethod
     def empty(cls) -> TileDetections:
-        return cls(
-            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int32)
-        )
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int32))
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -84,8 +90,7 @@ class Decoder(ABC):
             idx = spec.output.tensors[name]
             if idx >= len(outputs):
                 raise self.mismatch(
-                    f"[output].tensors.{name} = {idx}, but the model has only "
-                    f"{len(outputs)} output tensor(s)"
+                    f"[output].tensors.{name} = {idx}, but the model has only {len(outputs)} output tensor(s)"
                 )
             self.t[name] = outputs[idx]
 

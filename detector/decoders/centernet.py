@@ -39,8 +39,7 @@ class CenterNetDecoder(Decoder):
         hm, box = self.t["heatmap"].shape, self.t["box"].shape
         if len(hm) != 4 or hm[0] != 1 or hm[3] != self.num_classes:
             raise self.mismatch(
-                f"heatmap output has shape {list(hm)}, expected [1, H, W, {self.num_classes}] "
-                f"(one channel per label)"
+                f"heatmap output has shape {list(hm)}, expected [1, H, W, {self.num_classes}] (one channel per label)"
             )
         if list(box) != [1, hm[1], hm[2], 4]:
             raise self.mismatch(f"box output has shape {list(box)}, expected [1, {hm[1]}, {hm[2]}, 4]")

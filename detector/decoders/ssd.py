@@ -33,9 +33,7 @@ class SsdPostprocessDecoder(Decoder):
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise SidecarError(f"{where}.label_offset: expected an integer, got {offset!r}")
         if raw:
-            raise SidecarError(
-                f"{where}: unknown key(s) for family 'ssd_postprocess': {', '.join(sorted(raw))}"
-            )
+            raise SidecarError(f"{where}: unknown key(s) for family 'ssd_postprocess': {', '.join(sorted(raw))}")
         return {"label_offset": offset}
 
     def __init__(self, spec: ModelSpec, outputs: Sequence[TensorInfo]) -> None:
@@ -46,9 +44,7 @@ class SsdPostprocessDecoder(Decoder):
             raise self.mismatch(f"boxes output has shape {list(boxes)}, expected [1, N, 4]")
         n = boxes[1]
         if list(classes) != [1, n] or list(scores) != [1, n]:
-            raise self.mismatch(
-                f"classes {list(classes)} and scores {list(scores)} must both be [1, {n}]"
-            )
+            raise self.mismatch(f"classes {list(classes)} and scores {list(scores)} must both be [1, {n}]")
         if int(np.prod(count)) != 1:
             raise self.mismatch(f"count output has shape {list(count)}, expected [1]")
         self.label_offset = int(spec.output.options.get("label_offset", 0))

@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -180,9 +179,7 @@ def build_toy(export: bool) -> tf.keras.Model:
     p = tf.keras.layers.Add(name="add4")([p, cbr(c4, 40, k=1, name="lat4")])
     p = cbr(p, 32, name="p4")
     h = cbr(p, 32, name="hm_head")
-    hm = tf.keras.layers.Conv2D(
-        NCLS, 1, name="hm_out", bias_initializer=tf.keras.initializers.Constant(-4.6)
-    )(h)
+    hm = tf.keras.layers.Conv2D(NCLS, 1, name="hm_out", bias_initializer=tf.keras.initializers.Constant(-4.6))(h)
     b = cbr(p, 32, name="box_head")
     box = tf.keras.layers.Conv2D(4, 1, name="box_out", bias_initializer=tf.keras.initializers.Constant(0.5))(b)
     box = tf.keras.layers.ReLU(name="box_relu")(box)
@@ -271,7 +268,10 @@ def train(cache: Path, minutes: float) -> tf.keras.Model:
                 opt.learning_rate.assign(lr)
                 lh, lb = step(
                     tf.constant(x.astype(np.float32) / 255.0),
-                    tf.constant(hm), tf.constant(mask), tf.constant(ltrb.copy()), tf.constant(bw),
+                    tf.constant(hm),
+                    tf.constant(mask),
+                    tf.constant(ltrb.copy()),
+                    tf.constant(bw),
                 )
                 lhs.append(float(lh))
                 lbs.append(float(lb))
@@ -305,12 +305,10 @@ def grid_centres() -> np.ndarray:
 
 
 def build_yolo(core: tf.keras.Model) -> tf.keras.Model:
-    inp = tf.keras.Input((IN, IN, 3), name="image")
+    inp = tf.keras.Input((IN, IN, 3), batch_size=1, name="image")  # static shapes: no SHAPE/PACK ops
     hm, box = core(inp)
     # ltrb -> (dx, dy, w, h) / 192 as a fixed 1x1 linear map, then add grid
-    m = np.array(
-        [[-0.5, 0, 1, 0], [0, -0.5, 0, 1], [0.5, 0, 1, 0], [0, 0.5, 0, 1]], np.float32
-    ) / IN
+    m = np.array([[-0.5, 0, 1, 0], [0, -0.5, 0, 1], [0.5, 0, 1, 0], [0, 0.5, 0, 1]], np.float32) / IN
     lin = tf.keras.layers.Conv2D(4, 1, use_bias=True, name="ltrb_to_cxcywh")
     xywh = lin(box)
     lin.set_weights([m[None, None], np.zeros(4, np.float32)])
@@ -364,23 +362,29 @@ def build_ssd_fn(core: tf.keras.Model) -> Callable:
         num = tf.constant(0.0, dtype=tf.float32, shape=[1], name="num_detections")
         return boxes, classes, scores, num
 
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    # freeze the Keras net first: Keras-3 variables otherwise survive as READ_VARIABLE ops
+    core_fn = tf.function(lambda x: core(x, training=False))
+    frozen = convert_variables_to_constants_v2(
+        core_fn.get_concrete_function(tf.TensorSpec([1, IN, IN, 3], tf.float32))
+    )
+
     @tf.function(input_signature=[tf.TensorSpec([1, IN, IN, 3], tf.float32, name="image")])
     def fn(image: tf.Tensor) -> tuple:
-        hm, box = core(image)
-        box = tf.reshape(box, [1, NCELL, 4])
-        hm = tf.reshape(hm, [1, NCELL, NCLS])
-        le, t, r, b = tf.unstack(box, axis=-1)
-        w = tf.maximum(le + r, 0.5)
-        h = tf.maximum(t + b, 0.5)
-        dx = (r - le) * 0.5
-        dy = (b - t) * 0.5
-        ty = dy * (SSD_SCALES[0] / SSD_ANCHOR)
-        tx = dx * (SSD_SCALES[1] / SSD_ANCHOR)
-        th = tf.math.log(h * (1.0 / SSD_ANCHOR)) * SSD_SCALES[2]
-        tw = tf.math.log(w * (1.0 / SSD_ANCHOR)) * SSD_SCALES[3]
-        enc = tf.stack([ty, tx, th, tw], axis=-1)
-        bg = 1.0 - tf.reduce_max(hm, axis=-1, keepdims=True)
-        cls = tf.concat([bg, hm], axis=-1)
+        hm, box = frozen(image)
+        # only CONV_2D / LOG / MAXIMUM / SUB / CONCATENATION / RESHAPE (XNNPACK-friendly; LOG aside)
+        k = 1.0 / SSD_ANCHOR
+        m_yx = tf.constant([[0, -0.5], [-0.5, 0], [0, 0.5], [0.5, 0]], tf.float32)  # ltrb -> dy, dx
+        m_hw = tf.constant([[0, 1], [1, 0], [0, 1], [1, 0]], tf.float32)  # ltrb -> h, w
+        yx = tf.nn.conv2d(box, m_yx[None, None] * (k * SSD_SCALES[0]), 1, "VALID")
+        hw = tf.nn.conv2d(box, m_hw[None, None] * k, 1, "VALID") + 0.5 * k  # > 0: ltrb >= 0
+        thw = tf.math.log(hw) * SSD_SCALES[2]
+        enc = tf.reshape(tf.concat([yx, thw], axis=-1), [1, NCELL, 4])
+        # class predictions [background = relu(1 - p0 - p1), p0, p1] as one 1x1 conv + ReLU
+        m_cls = tf.constant([[-1.0, 1.0, 0.0], [-1.0, 0.0, 1.0]], tf.float32)
+        cls = tf.nn.relu(tf.nn.conv2d(hm, m_cls[None, None], 1, "VALID") + tf.constant([1.0, 0.0, 0.0]))
+        cls = tf.reshape(cls, [1, NCELL, NCLS + 1])
         return postprocess(enc, cls, anchors)
 
     return fn
@@ -417,9 +421,13 @@ def convert_keras(model: tf.keras.Model, tiles: np.ndarray, in_type: tf.DType) -
 
 
 def convert_ssd(core: tf.keras.Model, tiles: np.ndarray) -> bytes:
-    fn = build_ssd_fn(core)
-    conc = fn.get_concrete_function()
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([conc], core)
+    import tempfile
+
+    module = tf.Module()
+    module.fn = build_ssd_fn(core)
+    tmp = tempfile.mkdtemp(prefix="toy_ssd_sm_")
+    tf.saved_model.save(module, tmp, signatures=module.fn.get_concrete_function())
+    conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = rep_data(tiles)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -527,8 +535,9 @@ def decode(kind: str, it, outs: list[np.ndarray], thr: float = 0.3) -> list[tupl
     det = it.get_output_details()
     res: list[tuple[int, float, np.ndarray]] = []
     if kind == "centernet":
-        hm = deq(outs[0], det[0])[0]
-        bx = deq(outs[1], det[1])[0]
+        ih, ib = cn_order(it)
+        hm = deq(outs[ih], det[ih])[0]
+        bx = deq(outs[ib], det[ib])[0]
         pad = np.pad(hm, ((1, 1), (1, 1), (0, 0)), constant_values=-1)
         mx = np.max(np.stack([pad[di : di + GRID, dj : dj + GRID] for di in range(3) for dj in range(3)]), axis=0)
         ii, jj, kk = np.nonzero((hm >= mx) & (hm >= thr))
@@ -555,6 +564,14 @@ def decode(kind: str, it, outs: list[np.ndarray], thr: float = 0.3) -> list[tupl
         return res
     keep = nms(np.stack([r[2] for r in res]), np.array([r[1] for r in res]), 0.5)
     return [res[k] for k in keep]
+
+
+def cn_order(it) -> tuple[int, int]:
+    """(heatmap, box) output positions: the heatmap is the LOGISTIC output."""
+    det = it.get_output_details()
+    sig = {int(t) for o in it._get_ops_details() if o["op_name"] == "LOGISTIC" for t in o["outputs"]}
+    hm = next(k for k, d in enumerate(det) if d["index"] in sig)
+    return hm, 1 - hm
 
 
 def ssd_order(it) -> dict[str, int]:
@@ -605,32 +622,36 @@ def evaluate(kind: str, path: Path, n: int = 500) -> dict[str, float]:
     return {"recall": n_hit / max(1, n_gt), "fp_per_tile": n_fp / n, "n_targets": n_gt, "n_tiles": n}
 
 
-def check_ops(path: Path) -> tuple[list[str], str]:
-    """Op list of the model and the XNNPACK delegation line LiteRT logs."""
-    from ai_edge_litert import schema_py_generated as schema  # type: ignore[attr-defined]
+def check_ops(path: Path) -> tuple[list[str], list[str]]:
+    """(all op names, op names LiteRT's default XNNPACK delegate did NOT take).
 
-    buf = path.read_bytes()
-    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
-    ops = []
-    for op in m.subgraphs[0].operators:
-        code = m.operatorCodes[op.opcodeIndex]
-        bc = max(code.builtinCode, code.deprecatedBuiltinCode)
-        name = code.customCode.decode() if code.customCode else _builtin_name(schema, bc)
-        ops.append(name)
-    code = (
-        "import numpy as np;from ai_edge_litert.interpreter import Interpreter;"
-        f"it=Interpreter(model_path={str(path)!r},num_threads=2);it.allocate_tensors();it.invoke()"
-    )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    lines = [ln for ln in (p.stderr + p.stdout).splitlines() if "XNNPACK" in ln or "Replacing" in ln]
-    return sorted(set(ops)), " | ".join(ln.split("]")[-1].strip() for ln in lines)
-
-
-def _builtin_name(schema, code: int) -> str:
-    for k, v in vars(schema.BuiltinOperator).items():
-        if v == code and not k.startswith("_"):
-            return k
-    return str(code)
+    After delegation the interpreter lists its original nodes plus one DELEGATE
+    node per XNNPACK partition.  An original node still runs on the reference
+    kernels when its output is not produced by a partition but is read by a
+    partition, by a graph output or by another such node.
+    """
+    it = interpreter(path)
+    ops = it._get_ops_details()
+    dele = [o for o in ops if o["op_name"] == "DELEGATE"]
+    orig = [o for o in ops if o["op_name"] != "DELEGATE"]
+    d_out = {int(t) for o in dele for t in o["outputs"]}
+    need = {int(t) for o in dele for t in o["inputs"]} | {int(d["index"]) for d in it.get_output_details()}
+    undelegated: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for o in orig:
+            if o["index"] in undelegated:
+                continue
+            outs = {int(t) for t in o["outputs"]}
+            if outs & d_out or not outs & need:
+                continue
+            undelegated.add(o["index"])
+            need |= {int(t) for t in o["inputs"]} - d_out
+            changed = True
+    names = sorted({o["op_name"] for o in orig})
+    left = [o["op_name"] for o in orig if o["index"] in undelegated]
+    return names, left
 
 
 def time_invoke(path: Path, reps: int = 50) -> float:
@@ -666,7 +687,7 @@ BENCH_PROV = (
 )
 
 
-def write_sidecar(path: Path, name: str, family: str, tensors: str, labels: list[str], prov: str) -> None:  # noqa: PLR0917
+def write_sidecar(path: Path, name: str, family: str, tensors: str, labels: list[str], prov: str) -> None:
     it = interpreter(path)
     d = it.get_input_details()[0]
     _, h, w, c = (int(v) for v in d["shape"])
@@ -767,9 +788,8 @@ def main() -> None:
     bench.write_bytes(convert_keras(build_bench(), bench_calib(100), tf.int8))
 
     def cn_tensors(p: Path) -> str:
-        det = interpreter(p).get_output_details()
-        hm = next(k for k, d in enumerate(det) if d["shape"][-1] != 4 or "heatmap" in d["name"])
-        return f"{{ heatmap = {hm}, box = {1 - hm} }}"
+        hm, box = cn_order(interpreter(p))
+        return f"{{ heatmap = {hm}, box = {box} }}"
 
     it = interpreter(ssd)
     o = ssd_order(it)
@@ -788,13 +808,18 @@ def main() -> None:
     for p, kind in ((cn, "centernet"), (yo, "yolo_v8"), (ssd, "ssd"), (bench, None)):
         it = interpreter(p)
         print(f"== {p.name}: {p.stat().st_size / 1024:.0f} KB")
-        print("   in :", [(d["name"], tuple(d["shape"]), np.dtype(d["dtype"]).name, d["quantization"])
-                         for d in it.get_input_details()])
+        print(
+            "   in :",
+            [
+                (d["name"], tuple(d["shape"]), np.dtype(d["dtype"]).name, d["quantization"])
+                for d in it.get_input_details()
+            ],
+        )
         for k, d in enumerate(it.get_output_details()):
             print(f"   out{k}:", d["name"], tuple(d["shape"]), np.dtype(d["dtype"]).name, d["quantization"])
         ops, xnn = check_ops(p)
         print("   ops:", ops)
-        print("   xnnpack:", xnn)
+        print("   not delegated to XNNPACK:", xnn)
         print(f"   invoke: {time_invoke(p):.2f} ms (2 threads)")
         if kind is not None and args.eval_tiles:
             print("   eval:", evaluate(kind, p, args.eval_tiles), flush=True)

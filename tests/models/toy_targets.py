@@ -139,7 +139,7 @@ def _target_size(rng: np.random.Generator, label: str, min_px: float, max_px: fl
     return longest * aspect, longest
 
 
-def make_scene(  # noqa: PLR0917
+def make_scene(
     seed: int,
     width: int,
     height: int,

@@ -1,0 +1,125 @@
+"""`sousveil detect` and `sousveil bench detector`, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import MODELS, ROOT
+from PIL import Image
+from toy_targets import make_scene
+
+from firmware.cli import main
+
+TOY = str(MODELS / "toy_centernet.tflite")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, object]]]:
+    frame, truth = make_scene(21, 1280, 720, n_targets=6, min_px=16, max_px=40)
+    path = tmp_path_factory.mktemp("img") / "street.png"
+    Image.fromarray(frame).save(path)
+    return path, truth
+
+
+def sousveil(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "firmware", *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+def test_detect_json_prints_one_line_per_camera(
+    scene: tuple[Path, list[dict[str, object]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, truth = scene
+    assert main(["detect", str(path), "--model", TOY, "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == len(truth)
+    for line in lines:
+        assert set(line) == {"file", "label", "score", "box"}
+        assert line["file"] == str(path) and line["label"] in {"fixed", "dome"} and len(line["box"]) == 4
+    # every target is reported near where it was drawn
+    for t in truth:
+        x1, _, _, y2 = t["box"]  # type: ignore[misc]
+        assert any(abs(line["box"][0] - x1) < 6 and abs(line["box"][3] - y2) < 6 for line in lines)
+
+
+def test_detect_draws_boxes_into_a_folder(
+    scene: tuple[Path, list[dict[str, object]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, truth = scene
+    out = tmp_path / "drawn"
+    assert main(["detect", str(path), str(path), "--model", TOY, "--draw", str(out)]) == 0
+    drawn = out / "street.detections.png"
+    with Image.open(drawn) as image, Image.open(path) as original:
+        assert image.size == original.size
+        assert list(image.getdata()) != list(original.getdata())
+    text = capsys.readouterr().out
+    assert f"{path}: {len(truth)} camera(s) in 1280x720" in text
+
+
+def test_detect_draws_into_a_named_file(scene: tuple[Path, list[dict[str, object]]], tmp_path: Path) -> None:
+    path, _ = scene
+    assert main(["detect", str(path), "--model", TOY, "--draw", str(tmp_path / "x.jpg")]) == 0
+    assert (tmp_path / "x.jpg").stat().st_size > 0
+
+
+def test_unreadable_images_are_reported_and_the_rest_still_done(
+    scene: tuple[Path, list[dict[str, object]]], tmp_path: Path
+) -> None:
+    path, truth = scene
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    result = sousveil("detect", str(broken), str(tmp_path / "missing.png"), str(path), "--model", TOY, "--json")
+    assert result.returncode == 1
+    assert len(result.stdout.splitlines()) == len(truth)
+    assert f"{broken}: not an image Pillow can read" in result.stderr
+    assert "missing.png: image not found" in result.stderr
+    assert "2 of 3 image(s) could not be read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("model_text", "message"),
+    [
+        (None, "model file not found"),
+        (b"garbage", "not a TFLite model"),
+    ],
+)
+def test_a_bad_model_is_one_line_and_exit_2(
+    scene: tuple[Path, list[dict[str, object]]], tmp_path: Path, model_text: bytes | None, message: str
+) -> None:
+    path, _ = scene
+    model = tmp_path / "m.tflite"
+    if model_text is not None:
+        model.write_bytes(model_text)
+    result = sousveil("detect", str(path), "--model", str(model))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr and result.stderr.startswith("sousveil: ")
+
+
+def test_no_default_model_yet_says_what_to_do(
+    scene: tuple[Path, list[dict[str, object]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = scene
+    monkeypatch.setenv("SOUSVEIL_MODEL", str(tmp_path / "nowhere.tflite"))
+    assert main(["detect", str(path)]) == 2
+
+
+def test_bench_prints_the_figures(tmp_path: Path) -> None:
+    result = sousveil("bench", "detector", "--model", TOY, "--frames", "2", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    for field in (
+        "interpreter per tile",
+        "pre-processing per frame",
+        "post-processing per frame",
+        "frames per second",
+        "peak RSS",
+        "baseline",
+    ):
+        assert field in result.stdout
