@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/venv.sh
 exec .venv/bin/sousveil detect samples/lund-toy-targets.jpg \
-    --model tests/models/toy_centernet.tflite --draw out/ "$@"
+    --model tests/models/toy_centernet.tflite --threshold 0.75 --draw out/ "$@"

@@ -80,17 +80,24 @@ def test_a_higher_threshold_only_removes_detections() -> None:
 
 
 @pytest.mark.parametrize("stem", TOY_MODELS)
-def test_live_inference_reproduces_the_golden_tensors(stem: str) -> None:
+def test_live_inference_reproduces_the_golden_recording(stem: str) -> None:
     """Our pre-processing feeds the model exactly what the golden recording fed it."""
     model = Model.load(MODELS / f"{stem}.tflite", num_threads=1)
     tile = load_rgb(FIXTURES / "toy_tile.png")
     quantiser = Quantiser(model.spec.input)
     outputs = model.infer(lambda buf: quantiser.write(tile, buf))
-    recorded, _ = golden(stem)
-    for got, want in zip(outputs, recorded, strict=True):
+    recorded, infos = golden(stem)
+    for got, want, info in zip(outputs, recorded, infos, strict=True):
         assert got.shape == want.shape and got.dtype == want.dtype
-        diff = np.abs(got.astype(np.int64) - want.astype(np.int64)) if got.dtype.kind in "iu" else np.abs(got - want)
-        assert float(np.mean(diff <= 1)) >= 0.99
+        if info.quantised:  # int8 kernels: equal up to one step on a few values
+            diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
+            assert float(np.mean(diff <= 1)) >= 0.99
+    # Float outputs (the SSD post-process op) hold stale memory past `count`: compare decoded.
+    threshold = model.spec.output.score_threshold
+    live = model.decoder.decode(outputs, threshold)
+    _, gold = decode(stem)
+    assert len(live) == len(gold)
+    assert np.allclose(live.boxes, gold.boxes, atol=2 / 192) and (live.class_ids == gold.class_ids).all()
 
 
 def test_shapes_that_do_not_fit_the_family_are_refused() -> None:

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -229,11 +230,15 @@ def box_loss(pred: tf.Tensor, tgt: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(((1 - giou) + 0.5 * l1) * w) / nw
 
 
-def train(cache: Path, minutes: float) -> tf.keras.Model:
-    tf.keras.utils.set_random_seed(7)
+def train(cache: Path, steps: int, resume: bool = False, lr0: float = 2e-3, chunk0: int = 0) -> tf.keras.Model:
+    """Train ``steps`` batches of 32 on fresh chunks of toy tiles (cosine LR).  With
+    ``resume`` start from the cached weights (fine-tuning on new chunks)."""
+    tf.keras.utils.set_random_seed(7 + chunk0)
     model = build_toy(export=False)
+    if resume:
+        model.load_weights(str(cache / "toy.weights.h5"))
     n_chunk = 4000
-    opt = tf.keras.optimizers.Adam(2e-3)
+    opt = tf.keras.optimizers.Adam(lr0)
 
     @tf.function
     def step(x: tf.Tensor, hm: tf.Tensor, mask: tf.Tensor, ltrb: tf.Tensor, bw: tf.Tensor) -> tuple:
@@ -247,13 +252,13 @@ def train(cache: Path, minutes: float) -> tf.keras.Model:
         return lh, lb
 
     t0 = time.time()
-    chunk = 0
+    chunk = chunk0
     total_steps = 0
     bs = 32
     while True:
         data = make_dataset(TRAIN_SEED0 + chunk * n_chunk, n_chunk)
         chunk += 1
-        frac = (time.time() - t0) / (minutes * 60)
+        frac = total_steps / steps
         for epoch in range(2):
             perm = np.random.default_rng(chunk * 10 + epoch).permutation(n_chunk)
             lhs, lbs = [], []
@@ -263,8 +268,8 @@ def train(cache: Path, minutes: float) -> tf.keras.Model:
                 if total_steps % 2:  # horizontal flip augmentation
                     x, hm, mask, bw = x[:, :, ::-1], hm[:, :, ::-1], mask[:, :, ::-1], bw[:, :, ::-1]
                     ltrb = ltrb[:, :, ::-1][..., [2, 1, 0, 3]]
-                frac = (time.time() - t0) / (minutes * 60)
-                lr = 2e-3 * 0.5 * (1 + np.cos(np.pi * min(1.0, frac))) + 5e-5
+                frac = total_steps / steps
+                lr = lr0 * 0.5 * (1 + np.cos(np.pi * min(1.0, frac))) + 5e-5
                 opt.learning_rate.assign(lr)
                 lh, lb = step(
                     tf.constant(x.astype(np.float32) / 255.0),
@@ -276,6 +281,7 @@ def train(cache: Path, minutes: float) -> tf.keras.Model:
                 lhs.append(float(lh))
                 lbs.append(float(lb))
                 total_steps += 1
+                frac = total_steps / steps
                 if frac >= 1.0:
                     break
             print(
@@ -366,9 +372,7 @@ def build_ssd_fn(core: tf.keras.Model) -> Callable:
 
     # freeze the Keras net first: Keras-3 variables otherwise survive as READ_VARIABLE ops
     core_fn = tf.function(lambda x: core(x, training=False))
-    frozen = convert_variables_to_constants_v2(
-        core_fn.get_concrete_function(tf.TensorSpec([1, IN, IN, 3], tf.float32))
-    )
+    frozen = convert_variables_to_constants_v2(core_fn.get_concrete_function(tf.TensorSpec([1, IN, IN, 3], tf.float32)))
 
     @tf.function(input_signature=[tf.TensorSpec([1, IN, IN, 3], tf.float32, name="image")])
     def fn(image: tf.Tensor) -> tuple:
@@ -485,7 +489,7 @@ def bench_calib(n: int) -> np.ndarray:
 # ----------------------------------------------------------------------------
 
 
-def interpreter(path: Path):
+def interpreter(path: Path) -> Any:
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path), num_threads=2)
@@ -493,7 +497,7 @@ def interpreter(path: Path):
     return it
 
 
-def run_raw(it, tile: np.ndarray) -> list[np.ndarray]:
+def run_raw(it: Any, tile: np.ndarray) -> list[np.ndarray]:
     d = it.get_input_details()[0]
     if d["dtype"] == np.int8:
         x = (tile.astype(np.int16) - 128).astype(np.int8)
@@ -531,7 +535,7 @@ def iou(a: np.ndarray | list, b: np.ndarray | list) -> float:
     return float(inter / u) if u > 0 else 0.0
 
 
-def decode(kind: str, it, outs: list[np.ndarray], thr: float = 0.3) -> list[tuple[int, float, np.ndarray]]:
+def decode(kind: str, it: Any, outs: list[np.ndarray], thr: float = 0.3) -> list[tuple[int, float, np.ndarray]]:
     det = it.get_output_details()
     res: list[tuple[int, float, np.ndarray]] = []
     if kind == "centernet":
@@ -566,7 +570,7 @@ def decode(kind: str, it, outs: list[np.ndarray], thr: float = 0.3) -> list[tupl
     return [res[k] for k in keep]
 
 
-def cn_order(it) -> tuple[int, int]:
+def cn_order(it: Any) -> tuple[int, int]:
     """(heatmap, box) output positions: the heatmap is the LOGISTIC output."""
     det = it.get_output_details()
     sig = {int(t) for o in it._get_ops_details() if o["op_name"] == "LOGISTIC" for t in o["outputs"]}
@@ -574,7 +578,7 @@ def cn_order(it) -> tuple[int, int]:
     return hm, 1 - hm
 
 
-def ssd_order(it) -> dict[str, int]:
+def ssd_order(it: Any) -> dict[str, int]:
     """Identify the post-process outputs by shape and content (names vary)."""
     det = it.get_output_details()
     order: dict[str, int] = {}
@@ -719,7 +723,7 @@ def write_sidecar(path: Path, name: str, family: str, tensors: str, labels: list
     ]
     if family == "yolo_v8":
         lines.append('coords = "normalized"')
-    lines += ["score_threshold = 0.3", "nms_iou = 0.5"]
+    lines += ["score_threshold = 0.45", "nms_iou = 0.5"]
     for lab in labels:
         lines += ["", "[[labels]]", f'name = "{lab}"', f"osm = {OSM[lab]}"]
     path.with_suffix(".toml").write_text("\n".join(lines) + "\n")
@@ -763,14 +767,19 @@ def write_golden(path: Path, tile: np.ndarray) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights-cache", type=Path, default=Path("/tmp/sousveil_toy_weights"))
-    ap.add_argument("--retrain", action="store_true")
-    ap.add_argument("--train-minutes", type=float, default=25.0)
+    ap.add_argument("--retrain", action="store_true", help="train from scratch")
+    ap.add_argument("--finetune", type=int, default=0, help="steps of extra training from the cache")
+    ap.add_argument("--train-steps", type=int, default=3000)
     ap.add_argument("--eval-tiles", type=int, default=500)
     args = ap.parse_args()
 
     wfile = args.weights_cache / "toy.weights.h5"
     if args.retrain or not wfile.exists():
-        train_m = train(args.weights_cache, args.train_minutes)
+        # the recipe of the committed models: 3000 steps at lr 2e-3, then 1500 at 5e-4 on new tiles
+        train(args.weights_cache, args.train_steps)
+        train_m = train(args.weights_cache, 1500, resume=True, lr0=5e-4, chunk0=1000)
+    elif args.finetune:
+        train_m = train(args.weights_cache, args.finetune, resume=True, lr0=5e-4, chunk0=1000)
     else:
         train_m = build_toy(export=False)
         train_m.load_weights(str(wfile))

@@ -65,8 +65,8 @@ def render_background(rng: np.random.Generator, width: int, height: int) -> np.n
         cx, cy = rng.uniform(0, width), rng.uniform(0, height)
         size = rng.uniform(12, 70)
         kind = rng.random()
-        if kind < 0.5:  # thin long bar, aspect >= 5
-            thick = rng.uniform(2, 6)
+        if kind < 0.5:  # thin long bar, aspect >= 5 (never target-shaped)
+            thick = rng.uniform(2, min(6.0, size / 5))
             if rng.random() < 0.5:
                 box = (cx - size / 2, cy - thick / 2, cx + size / 2, cy + thick / 2)
             else:
