@@ -58,7 +58,10 @@ class YoloV8Decoder(Decoder):
             raw = raw.T  # a view: (4 + C, N)
         cls_q = raw[4:, :]
         best_q = cls_q.max(axis=0)
-        cand = np.nonzero(best_q >= info.quantised_threshold(score_threshold))[0]
+        qthr = info.quantised_threshold(score_threshold)
+        if best_q.max() < qthr:
+            return TileDetections.empty()
+        cand = np.nonzero(best_q >= qthr)[0]
         if cand.size == 0:
             return TileDetections.empty()
         if cand.size > self.MAX_CANDIDATES:
