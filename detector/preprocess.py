@@ -46,8 +46,10 @@ class Quantiser:
     def write(self, src: np.ndarray, dst: np.ndarray, *, src_bgr: bool = False) -> None:
         """Convert ``src`` (h, w, 3 uint8) into the top-left of ``dst`` (H, W, 3); pad the rest."""
         h, w = src.shape[:2]
-        if h < dst.shape[0] or w < dst.shape[1]:
-            dst[...] = self.pad
+        if h < dst.shape[0]:
+            dst[h:] = self.pad
+        if w < dst.shape[1]:
+            dst[:h, w:] = self.pad
         if src_bgr != self.model_bgr:
             src = src[..., ::-1]  # a strided view, no copy
         target = dst[:h, :w]
