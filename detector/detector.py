@@ -110,6 +110,7 @@ class Detector:
         found_boxes: list[np.ndarray] = []
         found_scores: list[np.ndarray] = []
         found_ids: list[np.ndarray] = []
+        found_cut: list[np.ndarray] = []
         for tile in plan.tiles:
             t0 = clock()
             src = images[tile.level][tile.y : tile.y + tile.h, tile.x : tile.x + tile.w]
@@ -119,11 +120,13 @@ class Detector:
             t2 = clock()
             dets: TileDetections = self.model.decoder.decode(outputs, self.score_threshold)
             if len(dets):
-                keep = ~plan.cut_by_shared_edge(tile, dets.boxes)
+                touches, drop = plan.shared_edge_contact(tile, dets.boxes)
+                keep = ~drop
                 if keep.any():
                     found_boxes.append(plan.tile_to_frame(tile, dets.boxes[keep]))
                     found_scores.append(dets.scores[keep])
                     found_ids.append(dets.class_ids[keep])
+                    found_cut.append(touches[keep])
             t3 = clock()
             timings.pre_s += t1 - t0
             timings.infer_s += t2 - t1
@@ -137,6 +140,7 @@ class Detector:
                 np.concatenate(found_boxes),
                 np.concatenate(found_scores),
                 np.concatenate(found_ids),
+                np.concatenate(found_cut),
                 self.merge_iou,
                 self.merge_ios,
             )

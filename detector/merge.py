@@ -11,16 +11,19 @@ def merge_boxes(
     boxes: np.ndarray,
     scores: np.ndarray,
     class_ids: np.ndarray,
+    cut: np.ndarray | None = None,
     iou_threshold: float = 0.5,
     ios_threshold: float = 0.7,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy merge across tiles, whatever the class (one physical object, one box).
 
     The best-scoring box suppresses boxes that overlap it by IoU > ``iou_threshold`` (the
-    same object seen by two tiles or two levels). A box mostly inside another or mostly
-    covering it (intersection over the smaller area > ``ios_threshold``), but not a
-    duplicate by IoU, is a piece of the same object cut by a tile edge: the kept box grows
-    to the union of both, and keeps the better score and its class.
+    same object seen by two tiles or two levels), and boxes mostly inside it or mostly
+    covering it (intersection over the smaller area > ``ios_threshold``). When one of such
+    a pair touches an edge its tile shares with a neighbour (``cut``), it is a piece of an
+    object too big for one tile: the kept box grows to the union of both, keeping the
+    better score and its class. A box that is not cut never grows, so a weak, loose box
+    around a camera cannot stretch the camera's own box.
     """
     n = boxes.shape[0]
     if n == 0:
@@ -28,6 +31,7 @@ def merge_boxes(
     order = np.argsort(-scores, kind="stable")
     boxes = boxes[order].astype(np.float32, copy=True)
     scores, class_ids = scores[order], class_ids[order]
+    cut = np.zeros(n, dtype=bool) if cut is None else cut[order].copy()
     alive = np.ones(n, dtype=bool)
     kept: list[int] = []
     for i in range(n):
@@ -47,10 +51,12 @@ def merge_boxes(
             dup = rest[iou > iou_threshold]
             piece = rest[(iou <= iou_threshold) & (ios > ios_threshold)]
             alive[dup] = False
-            if piece.size == 0:
-                break
             alive[piece] = False
-            group = np.vstack([boxes[i : i + 1], boxes[piece]])
+            pieces = piece if cut[i] else piece[cut[piece]]
+            if pieces.size == 0:
+                break
+            cut[i] = cut[i] or bool(cut[pieces].any())
+            group = np.vstack([boxes[i : i + 1], boxes[pieces]])
             boxes[i] = [group[:, 0].min(), group[:, 1].min(), group[:, 2].max(), group[:, 3].max()]
             # The box grew: look again for boxes it now duplicates or contains.
     idx = np.asarray(kept, dtype=np.int64)

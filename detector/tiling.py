@@ -151,6 +151,11 @@ class TilePlan:
     def cut_by_shared_edge(self, tile: Tile, boxes: np.ndarray) -> np.ndarray:
         """Mask of boxes (model-input normalised) that touch an edge a neighbour covers and
         are smaller than that overlap, so the neighbour sees them whole."""
+        return self.shared_edge_contact(tile, boxes)[1]
+
+    def shared_edge_contact(self, tile: Tile, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(touches, droppable)``: boxes touching an edge shared with a neighbour tile
+        (the object may go on beyond it), and those of them smaller than the overlap there."""
         bx1 = boxes[:, 0] * self.input_w
         by1 = boxes[:, 1] * self.input_h
         bx2 = boxes[:, 2] * self.input_w
@@ -158,16 +163,18 @@ class TilePlan:
         w, h = bx2 - bx1, by2 - by1
         left, top, right, bottom = tile.cut
         m = EDGE_MARGIN_PX
+        touches = np.zeros(boxes.shape[0], dtype=bool)
         drop = np.zeros(boxes.shape[0], dtype=bool)
-        if left:
-            drop |= (bx1 <= m) & (w < left)
-        if top:
-            drop |= (by1 <= m) & (h < top)
-        if right:
-            drop |= (bx2 >= tile.w - m) & (w < right)
-        if bottom:
-            drop |= (by2 >= tile.h - m) & (h < bottom)
-        return drop
+        for overlap, at_edge, extent in (
+            (left, bx1 <= m, w),
+            (top, by1 <= m, h),
+            (right, bx2 >= tile.w - m, w),
+            (bottom, by2 >= tile.h - m, h),
+        ):
+            if overlap:
+                touches |= at_edge
+                drop |= at_edge & (extent < overlap)
+        return touches, drop
 
 
 def build_plan(frame_w: int, frame_h: int, input_w: int, input_h: int, config: TilingConfig) -> TilePlan:

@@ -43,6 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="full image (default for photos) or the band above the horizon (the ride default)",
     )
 
+    p = sub.add_parser("evaluate", help="measure a model on a COCO-labelled folder: AP50, precision, recall")
+    p.add_argument("folder", type=Path, help="folder with labels.json (COCO) and images/")
+    _add_model_args(p)
+    p.add_argument("--plot", type=Path, metavar="PNG", help="write a precision-recall plot")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the metrics as JSON")
+    p.add_argument(
+        "--shrink",
+        type=float,
+        metavar="PX",
+        help="scale each image down so its cameras are about PX pixels (median longest side), as far away",
+    )
+    p.add_argument(
+        "--max-side", type=int, default=1920, help="scale larger images down to this longest side (default 1920)"
+    )
+
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="target", required=True, metavar="TARGET")
     b = bench.add_parser("detector", help="time the detector on a 1920x1080 frame against a naive baseline")
@@ -54,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> DetectorConfig:
-    tiling = TilingConfig.full_frame() if args.roi == "full" else TilingConfig()
+    tiling = TilingConfig.full_frame() if getattr(args, "roi", "full") == "full" else TilingConfig()
     kwargs: dict[str, object] = {"model": args.model, "tiling": tiling, "score_threshold": args.threshold}
     if args.threads is not None:
         if args.threads < 1:
@@ -132,13 +147,65 @@ def cmd_bench_detector(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from detector.evaluation import DatasetError, GroundTruth, evaluate, load_coco
+    from detector.images import load_rgb
+    from detector.prplot import plot_pr
+
+    images, labels = load_coco(args.folder)
+    config = _config(args)
+    detector = load_detector(config)
+    model_labels = detector.spec.label_names
+    unknown = [lab for lab in labels if lab not in model_labels]
+    if unknown:
+        raise DatasetError(f"{args.folder}: classes {unknown} are not labels of the model ({list(model_labels)})")
+    threshold = detector.score_threshold
+    detector.score_threshold = min(0.05, threshold)  # low, to trace the whole precision-recall curve
+
+    def detect(truth: GroundTruth) -> tuple[list[Detection], float]:
+        frame = load_rgb(truth.file)
+        if frame.shape[1] != truth.width or frame.shape[0] != truth.height:
+            raise DatasetError(
+                f"{truth.file}: is {frame.shape[1]}x{frame.shape[0]}, labels say {truth.width}x{truth.height}"
+            )
+        factor = min(1.0, args.max_side / max(truth.width, truth.height))
+        real = truth.boxes[~truth.ignore]
+        if args.shrink and len(real):
+            longest = float(np.median(np.maximum(real[:, 2] - real[:, 0], real[:, 3] - real[:, 1])))
+            factor = min(factor, args.shrink / max(longest, 1.0))
+        if factor != 1.0:
+            size = (max(1, round(truth.width * factor)), max(1, round(truth.height * factor)))
+            frame = np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.LANCZOS))
+        return detector.detect(frame), factor
+
+    report = evaluate(images, labels, detect, threshold)
+    spec = detector.spec
+    print(
+        f"model {spec.name} {spec.version} on {args.folder}"
+        + (f", cameras shrunk to ~{args.shrink:g} px" if args.shrink else "")
+    )
+    print(report.table())
+    if args.plot:
+        title = f"{spec.name} {spec.version} on {args.folder.name}" + (f" (~{args.shrink:g} px)" if args.shrink else "")
+        plot_pr(report.curves, report.ap50, args.plot, title)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps({"model": spec.name, "version": spec.version, **report.to_json()}, indent=1) + "\n"
+        )
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"detect": cmd_detect, "bench": cmd_bench_detector}
+    handlers = {"detect": cmd_detect, "evaluate": cmd_evaluate, "bench": cmd_bench_detector}
     try:
         return handlers[args.command](args)
     except DetectorError as err:

@@ -44,9 +44,19 @@ def test_merge_drops_duplicates_from_overlapping_tiles() -> None:
 def test_merge_joins_a_piece_cut_by_a_tile_edge_into_the_whole_box() -> None:
     # a big object seen whole by the coarse level and as a cut piece by a fine tile
     whole, piece = (100, 100, 300, 260), (100, 100, 180, 260)
-    boxes, scores, _ = merge_boxes(b(piece, whole), np.array([0.9, 0.6], np.float32), np.array([0, 0]))
+    boxes, scores, _ = merge_boxes(
+        b(piece, whole), np.array([0.9, 0.6], np.float32), np.array([0, 0]), cut=np.array([True, False])
+    )
     assert boxes.tolist() == [list(whole)]
     assert scores.tolist() == pytest.approx([0.9])
+
+
+def test_a_weak_loose_box_around_a_camera_does_not_stretch_its_box() -> None:
+    camera, loose = (100, 100, 120, 112), (60, 80, 260, 240)
+    boxes, scores, _ = merge_boxes(
+        b(camera, loose), np.array([0.9, 0.1], np.float32), np.array([0, 1]), cut=np.array([False, False])
+    )
+    assert boxes.tolist() == [list(camera)] and scores.tolist() == pytest.approx([0.9])
 
 
 def test_merge_keeps_distinct_neighbours() -> None:
