@@ -13,6 +13,8 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,3 +133,46 @@ def run_bench(
         baseline_pre_post_ms=1000 * (base_total - base_interp),
         baseline_interp_ms=1000 * base_interp,
     )
+
+
+@dataclass(frozen=True)
+class InvokeTiming:
+    path: Path
+    size_bytes: int
+    input_desc: str
+    median_ms: float
+    p90_ms: float
+
+
+def time_invokes(paths: list[Path], threads: int, runs: int) -> list[InvokeTiming]:
+    """Interpreter time per invoke of each model, in interleaved rounds so that every model
+    sees the same machine state; inputs are random but fixed."""
+    from detector import runtime
+
+    rng = np.random.default_rng(0)
+    models: list[tuple[Path, int, str, Any, list[float]]] = []
+    for path in paths:
+        data = runtime.read_model_bytes(path)
+        interpreter, _ = runtime.make_interpreter(path, data, threads)
+        detail = interpreter.get_input_details()[0]
+        dtype = np.dtype(detail["dtype"])
+        shape = tuple(int(v) for v in detail["shape"])
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            x = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+        else:
+            x = rng.random(shape, dtype=np.float32)
+        interpreter.set_tensor(detail["index"], x)
+        for _ in range(5):
+            interpreter.invoke()
+        desc = "x".join(str(v) for v in shape[1:]) + " " + dtype.name
+        models.append((path, len(data), desc, interpreter, []))
+    for _ in range(runs):
+        for _, _, _, interpreter, times in models:
+            t0 = time.perf_counter()
+            interpreter.invoke()
+            times.append(time.perf_counter() - t0)
+    return [
+        InvokeTiming(path, size, desc, 1000 * statistics.median(times), 1000 * float(np.percentile(times, 90)))
+        for path, size, desc, _, times in models
+    ]

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--image", type=Path, help="frame to use (default: a 1920x1080 street frame made here)")
     b.add_argument("--frames", type=int, default=20, help="frames to time (default 20)")
     b.add_argument("--roi", choices=("full", "band"), default="band", help="tile region (default: the ride's band)")
+    b = bench.add_parser("invoke", help="interpreter time per invoke of several .tflite files, in the same run")
+    b.add_argument("models", nargs="+", type=Path, metavar="MODEL", help=".tflite files (no sidecar needed)")
+    b.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    b.add_argument("--runs", type=int, default=100, help="timed invocations per model (default 100)")
     return parser
 
 
@@ -147,6 +151,24 @@ def cmd_bench_detector(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench_invoke(args: argparse.Namespace) -> int:
+    from detector.bench import time_invokes
+
+    if args.threads < 1 or args.runs < 1:
+        raise DetectorError("--threads and --runs must be >= 1")
+    results = time_invokes(args.models, args.threads, args.runs)
+    print(f"{'model':<48} {'size':>8} {'input':>16} {'median':>9} {'p90':>9}   ({args.threads} threads)")
+    for r in results:
+        print(
+            f"{r.path.name:<48} {r.size_bytes / 1e6:6.2f}MB {r.input_desc:>16} {r.median_ms:7.2f}ms {r.p90_ms:7.2f}ms"
+        )
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    return cmd_bench_invoke(args) if args.target == "invoke" else cmd_bench_detector(args)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
@@ -205,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"detect": cmd_detect, "evaluate": cmd_evaluate, "bench": cmd_bench_detector}
+    handlers = {"detect": cmd_detect, "evaluate": cmd_evaluate, "bench": cmd_bench}
     try:
         return handlers[args.command](args)
     except DetectorError as err:

@@ -125,3 +125,12 @@ def test_bench_prints_the_figures(tmp_path: Path) -> None:
         "baseline",
     ):
         assert field in result.stdout
+
+
+def test_bench_invoke_times_several_models_in_one_run() -> None:
+    result = sousveil(
+        "bench", "invoke", str(MODELS / "toy_centernet.tflite"), str(MODELS / "toy_yolo.tflite"), "--runs", "3"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "toy_centernet.tflite" in result.stdout and "toy_yolo.tflite" in result.stdout
+    assert "192x192x3 int8" in result.stdout and "192x192x3 uint8" in result.stdout
