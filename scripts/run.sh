@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# The README's main job. Today: the detector over the sample frame, with the small test
-# model, boxes drawn into out/. Extra arguments go to `sousveil detect`.
+# The README's main job. Today: the camera model over the sample frame, boxes drawn into
+# out/. Extra arguments go to `sousveil detect` (e.g. --json, --threshold 0.3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/venv.sh
-exec .venv/bin/sousveil detect samples/lund-toy-targets.jpg \
-    --model tests/models/toy_centernet.tflite --threshold 0.75 --draw out/ "$@"
+exec .venv/bin/sousveil detect samples/lund-cameras.jpg --draw out/ "$@"

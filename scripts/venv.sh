@@ -13,7 +13,11 @@ if [ -n "$extras" ]; then spec=".[$extras]"; fi
 # Reinstall only when pyproject.toml changed since the last install.
 stamp=".venv/.sousveil-installed-$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+    echo "installing sousveil into .venv (once; log in .venv/install.log)" >&2
+    if ! { .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip &&
+           .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"; } > .venv/install.log 2>&1; then
+        cat .venv/install.log >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
