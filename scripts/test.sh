@@ -6,10 +6,14 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-# System packages the tests need (more come with the ride pipeline: mosquitto, gpsd).
-if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+# System packages the tests need: a venv, a real MQTT broker and a real gpsd (with gpsfake).
+need=()
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v gpsfake >/dev/null 2>&1 || need+=(gpsd gpsd-clients)
+if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq python3-venv
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 bash scripts/venv.sh dev
