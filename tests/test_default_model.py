@@ -37,5 +37,3 @@ def test_the_ride_defaults_run_on_a_1080p_frame(monkeypatch: pytest.MonkeyPatch)
     frame = np.full((1080, 1920, 3), 128, np.uint8)  # flat grey: no camera
     assert detector.detect(frame) == []
     assert detector.last_timings.tiles == 15
-
-

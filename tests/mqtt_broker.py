@@ -1,0 +1,170 @@
+"""A real mosquitto on loopback for tests: start, kill (SIGKILL), restart on the same port.
+
+Used as fixtures from tests/test_mqtt.py; skips with a clear reason when mosquitto is missing
+(scripts/test.sh installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Broker:
+    """One mosquitto process with its own config in ``directory``; ``users`` turns on a password file."""
+
+    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
+        if MOSQUITTO is None:
+            pytest.skip("mosquitto is not installed (apt-get install mosquitto; scripts/test.sh does it)")
+        self.dir = directory
+        self.port = free_port()
+        self.log = directory / "mosquitto.log"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "persistence false",
+            f"log_dest file {self.log}",
+            "log_type all",
+            # started as root (CI containers) mosquitto would switch to user 'mosquitto', who cannot read tmp_path
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+        ]
+        if users:
+            if MOSQUITTO_PASSWD is None:
+                pytest.skip("mosquitto_passwd is not installed")
+            pwfile = directory / "passwd"
+            for i, (user, password) in enumerate(users.items()):
+                args = [MOSQUITTO_PASSWD, "-b", *(["-c"] if i == 0 else []), str(pwfile), user, password]
+                subprocess.run(args, check=True, capture_output=True)
+            pwfile.chmod(0o600)
+            lines += ["allow_anonymous false", f"password_file {pwfile}"]
+        else:
+            lines.append("allow_anonymous true")
+        self.conf = directory / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 5.0) -> None:
+        assert MOSQUITTO is not None
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout
+        while not port_open(self.port):
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout} s")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, like a crash or a pulled cable at the broker."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+# registered under their short names; tests import the *_fixture functions (no name clash with parameters)
+@pytest.fixture(name="broker_factory")
+def broker_factory_fixture(tmp_path: Path) -> Iterator[Any]:
+    brokers: list[Broker] = []
+
+    def make(users: dict[str, str] | None = None, start: bool = True) -> Broker:
+        d = tmp_path / f"broker{len(brokers)}"
+        d.mkdir()
+        b = Broker(d, users)
+        brokers.append(b)
+        if start:
+            b.start()
+        return b
+
+    yield make
+    for b in brokers:
+        b.kill()
+
+
+@pytest.fixture(name="broker")
+def broker_fixture(broker_factory: Any) -> Broker:
+    b: Broker = broker_factory()
+    return b
+
+
+class Subscriber:
+    """A paho v5 client that records what arrives on ``topic`` (a filter)."""
+
+    def __init__(self, port: int, topic: str, qos: int = 1, username: str | None = None, password: str | None = None):
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.topic = topic
+        self.qos = qos
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port, keepalive=5)
+        self.client.loop_start()
+        if not self._subscribed.wait(5):
+            raise RuntimeError("subscriber did not get its SUBACK")
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        client.subscribe(self.topic, qos=self.qos)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def expect_resubscribe(self) -> None:
+        """Call before the broker goes away; then ``wait_subscribed`` waits for the SUBACK after it is back."""
+        self._subscribed.clear()
+
+    def wait_subscribed(self, timeout: float = 5.0) -> bool:
+        return self._subscribed.wait(timeout)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[mqtt.MQTTMessage]:
+        """Wait until at least ``count`` messages arrived; return them all."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.messages) >= count, timeout)
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
