@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("models", nargs="+", type=Path, metavar="MODEL", help=".tflite files (no sidecar needed)")
     b.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
     b.add_argument("--runs", type=int, default=100, help="timed invocations per model (default 100)")
+
+    p = sub.add_parser("check", help="validate a config file (and its model, folders, password file) without running")
+    p.add_argument("config", type=Path, metavar="CONFIG", help="the TOML config file (see docs/config.md)")
     return parser
 
 
@@ -221,13 +225,74 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _writable(path: Path) -> str | None:
+    """None when ``path`` (a file to be created or appended to) can be written, else why not."""
+    folder = path.parent
+    probe = folder
+    while not probe.exists():  # the service creates missing folders; the nearest existing one decides
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"cannot write in {probe}"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"cannot write {path}"
+    return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """One line per section: ``<section> ok`` or ``<section>: <why>``; 0 when all are ok, else 2."""
+    from detector import Model, default_model_path
+    from firmware.config import ConfigFileError, load_config
+    from firmware.mqtt import MqttConfigError
+
+    try:
+        config = load_config(args.config)
+    except ConfigFileError as err:
+        print(f"config: {err}")
+        return EXIT_ERROR
+    print(f"config ok ({args.config})")
+    failed = 0
+
+    def report(section: str, problem: str | None, detail: str) -> None:
+        nonlocal failed
+        if problem is None:
+            print(f"{section} ok ({detail})")
+        else:
+            failed += 1
+            print(f"{section}: {problem}")
+
+    try:
+        model = Model.load(config.detector.model or default_model_path(), num_threads=config.detector.num_threads)
+        report("model", None, f"{model.spec.name} {model.spec.version}, {model.runtime}")
+    except (DetectorError, ValueError) as err:
+        report("model", str(err), "")
+    report("device", _writable(config.device.id_file), str(config.device.id_file))
+    if config.mqtt is None:
+        report("output", _writable(config.output.file), str(config.output.file))
+    else:
+        report("outbox", _writable(config.outbox.path), str(config.outbox.path))
+        try:
+            has_password = config.mqtt.read_password() is not None
+            report(
+                "mqtt",
+                None,
+                f"{config.mqtt.host}:{config.mqtt.port}, password {'readable' if has_password else 'none'}",
+            )
+        except MqttConfigError as err:
+            report("mqtt", str(err), "")
+    return EXIT_ERROR if failed else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"detect": cmd_detect, "evaluate": cmd_evaluate, "bench": cmd_bench}
+    handlers = {"detect": cmd_detect, "evaluate": cmd_evaluate, "bench": cmd_bench, "check": cmd_check}
     try:
         return handlers[args.command](args)
     except DetectorError as err:

@@ -1,0 +1,186 @@
+"""Privacy before publishing: a pseudonymous, rotating device id, privacy zones, coarse times.
+
+Only sightings leave the device, never the rider's track: a sighting carries its own few
+rays and nothing else, and this module only ever removes or blurs. Per sighting::
+
+    result = apply_privacy(sighting, config.privacy, now)
+    # None: inside a 'drop' zone; Delayed: hold until result.release_utc; else publish result
+
+``PrivacyFilter`` does the same, counts what it dropped and holds delayed sightings until due.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from firmware.config import PrivacySettings, PrivacyZone
+from firmware.sighting import Sighting, coarsen_time, format_utc, parse_utc
+
+EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
+_DEVICE_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def utc_now() -> datetime:
+    return datetime.fromtimestamp(time.time(), UTC)
+
+
+# ---- the device id ----
+
+
+def new_device_id() -> str:
+    """16 lowercase hex digits (64 random bits) from ``secrets``."""
+    return secrets.token_hex(8)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only (0600)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _read_id(path: Path) -> tuple[str, datetime] | None:
+    """The stored id and when it was drawn; None when there is no usable file."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        device, created = obj["id"], parse_utc(obj["created_utc"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # damaged: draw a new one (an id is worth nothing but its pseudonymity)
+    if not isinstance(device, str) or not _DEVICE_ID.fullmatch(device):
+        return None
+    return device, created
+
+
+def device_id(id_file: Path, rotate_days: int = 0, clock: Callable[[], datetime] = utc_now) -> str:
+    """The device's pseudonymous id, kept in ``id_file`` (0600); a new one is drawn when there
+    is none, when the file is damaged, or when it is ``rotate_days`` old (0: never rotate)."""
+    now = clock()
+    stored = _read_id(id_file)
+    if stored is not None:
+        device, created = stored
+        if rotate_days <= 0 or now - created < timedelta(days=rotate_days):
+            if id_file.stat().st_mode & 0o077:
+                os.chmod(id_file, 0o600)  # someone loosened it
+            return device
+    device = new_device_id()
+    _write_private(id_file, json.dumps({"id": device, "created_utc": format_utc(now)}) + "\n")
+    return device
+
+
+# ---- zones ----
+
+
+def haversine_m(lat1_deg: float, lon1_deg: float, lat2_deg: float, lon2_deg: float) -> float:
+    """Great-circle distance in metres between two WGS84 points (spherical Earth)."""
+    p1, p2 = math.radians(lat1_deg), math.radians(lat2_deg)
+    dp, dl = p2 - p1, math.radians(lon2_deg - lon1_deg)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def sighting_points(s: Sighting) -> list[tuple[float, float]]:
+    """Every position a sighting publishes: the observer, the estimate and each ray's origin."""
+    points = [(s.observer.lat_deg, s.observer.lon_deg)]
+    if s.estimate is not None:
+        points.append((s.estimate.lat_deg, s.estimate.lon_deg))
+    points.extend((r.lat_deg, r.lon_deg) for r in s.rays)
+    return points
+
+
+def zones_hit(s: Sighting, zones: Iterable[PrivacyZone]) -> list[PrivacyZone]:
+    """The zones that any published position of ``s`` lies in."""
+    points = sighting_points(s)
+    return [z for z in zones if any(haversine_m(z.lat_deg, z.lon_deg, la, lo) <= z.radius_m for la, lo in points)]
+
+
+# ---- per sighting ----
+
+
+@dataclass(frozen=True)
+class Delayed:
+    """A sighting in a 'delay' zone: publish it at ``release_utc``, not before."""
+
+    sighting: Sighting
+    release_utc: datetime
+
+
+def coarsen(s: Sighting, minutes: int) -> Sighting:
+    """First/last seen and ray times rounded down to ``minutes`` (0: unchanged)."""
+    if minutes <= 0:
+        return s
+    rays = tuple(replace(r, t_utc=coarsen_time(r.t_utc, minutes)) for r in s.rays)
+    return replace(
+        s,
+        first_seen_utc=coarsen_time(s.first_seen_utc, minutes),
+        last_seen_utc=coarsen_time(s.last_seen_utc, minutes),
+        rays=rays,
+    )
+
+
+def apply_privacy(s: Sighting, settings: PrivacySettings, now: datetime) -> Sighting | Delayed | None:
+    """What may be published of ``s`` at ``now``: None inside a 'drop' zone, ``Delayed`` inside
+    a 'delay' zone (the longest delay of the zones hit), else ``s`` with coarse times and,
+    unless ``publish_crops``, without its crop. A drop zone wins over a delay zone."""
+    hit = zones_hit(s, settings.zones)
+    if any(z.action == "drop" for z in hit):
+        return None
+    s = coarsen(s, settings.coarse_time_min)
+    if not settings.publish_crops and s.crop is not None:
+        s = replace(s, crop=None)
+    delays = [z.delay_h for z in hit if z.action == "delay"]
+    if delays:
+        return Delayed(s, now + timedelta(hours=max(delays)))
+    return s
+
+
+class PrivacyFilter:
+    """``apply_privacy`` with counters and a hold for delayed sightings (in memory: a delayed
+    sighting lost in a power cut is a sighting not published, which errs on the private side)."""
+
+    def __init__(self, settings: PrivacySettings, clock: Callable[[], datetime] = utc_now) -> None:
+        self.settings = settings
+        self._clock = clock
+        self.dropped = 0
+        self.delayed = 0
+        self._held: list[Delayed] = []
+
+    def submit(self, s: Sighting) -> Sighting | None:
+        """The sighting to publish now, or None (dropped, or held for later)."""
+        result = apply_privacy(s, self.settings, self._clock())
+        if result is None:
+            self.dropped += 1
+            return None
+        if isinstance(result, Delayed):
+            self.delayed += 1
+            self._held.append(result)
+            return None
+        return result
+
+    def due(self) -> list[Sighting]:
+        """The held sightings whose release time has come, oldest release first; they leave the hold."""
+        now = self._clock()
+        ready = sorted((d for d in self._held if d.release_utc <= now), key=lambda d: d.release_utc)
+        self._held = [d for d in self._held if d.release_utc > now]
+        return [d.sighting for d in ready]
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
