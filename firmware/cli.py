@@ -12,6 +12,7 @@ from pathlib import Path
 
 from detector import DetectorConfig, DetectorError, TilingConfig, load_detector
 from detector.detection import Detection
+from firmware import replay_cli
 
 log = logging.getLogger("sousveil")
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sousveil", description="Map street surveillance cameras from a bike.")
     parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    replay_cli.add_parser(sub)
 
     p = sub.add_parser("detect", help="find cameras in still images")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
@@ -292,7 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"detect": cmd_detect, "evaluate": cmd_evaluate, "bench": cmd_bench, "check": cmd_check}
+    handlers = {
+        "detect": cmd_detect,
+        "evaluate": cmd_evaluate,
+        "bench": cmd_bench,
+        "check": cmd_check,
+        "replay": replay_cli.run,
+    }
     try:
         return handlers[args.command](args)
     except DetectorError as err:
