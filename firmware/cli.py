@@ -12,7 +12,7 @@ from pathlib import Path
 
 from detector import DetectorConfig, DetectorError, TilingConfig, load_detector
 from detector.detection import Detection
-from firmware import replay_cli
+from firmware import replay_cli, run_cli
 
 log = logging.getLogger("sousveil")
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replay_cli.add_parser(sub)
+    run_cli.add_parser(sub)
 
     p = sub.add_parser("detect", help="find cameras in still images")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
@@ -300,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": cmd_bench,
         "check": cmd_check,
         "replay": replay_cli.run,
+        "run": run_cli.run,
     }
     try:
         return handlers[args.command](args)

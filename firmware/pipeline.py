@@ -26,6 +26,7 @@ from detector.detection import Detection
 from firmware.frames import Frame, Pixels
 from firmware.geometry import BearingRay, CameraModel, intersect_rays
 from firmware.position import FramePosition, NoFix, PositionTrack
+from firmware.privacy import PrivacyFilter
 from firmware.sighting import MAX_RAYS, ModelRef, Position, Ray, Sighting, new_id, suggested_tags
 from firmware.sinks import Sink
 from firmware.tracker import ClosedTrack, Observation, Tracker
@@ -63,7 +64,10 @@ class Summary:
     ``ride_seconds`` spans the first to the last frame's capture time. ``tracks_confirmed``
     counts confirmed tracks; each became a sighting (``sightings_published``), or had no
     position at all (``no_fix_tracks``), or positions but no heading (``no_heading_tracks``,
-    standing still: no bearing can be drawn).
+    standing still: no bearing can be drawn). Of the sightings built, ``privacy_dropped`` lay
+    in a 'drop' privacy zone and were never published; ``privacy_delayed`` lay in a 'delay'
+    zone and were held, and ``privacy_held`` of those were still not due when the run ended
+    (they are not published: the hold is in memory only, see firmware/privacy.py).
     """
 
     frames: int
@@ -76,14 +80,23 @@ class Summary:
     no_fix_tracks: int
     no_heading_tracks: int
     sink: str
+    privacy_dropped: int = 0
+    privacy_delayed: int = 0
+    privacy_held: int = 0
 
     def __str__(self) -> str:
-        return (
+        line = (
             f"{self.frames} frames ({self.ride_seconds:.1f} s of ride) in {self.seconds:.1f} s ({self.fps:.1f} fps), "
             f"{self.detections} detections, {self.tracks_confirmed} tracks confirmed, "
             f"{self.sightings_published} sightings published, {self.no_fix_tracks} tracks without a position fix, "
             f"{self.no_heading_tracks} without a heading -> {self.sink}"
         )
+        if self.privacy_dropped or self.privacy_delayed:
+            line += (
+                f"\nprivacy zones: {self.privacy_dropped} sightings dropped, {self.privacy_delayed} delayed"
+                f" ({self.privacy_held} still held at the end: not published)"
+            )
+        return line
 
 
 @dataclass(slots=True)
@@ -102,6 +115,10 @@ class Pipeline:
     A track whose observations come after the newest fix (``NoFixReason.PENDING``) waits
     until the fixes catch up, or ``positions.max_gap_s`` of frame time has passed, then is
     geotagged with what there is. ``clock`` times the run (seconds, monotonic).
+
+    ``privacy`` (a PrivacyFilter) sees every sighting before the sink: dropped in a 'drop'
+    zone, held in a 'delay' zone (released to the sink once due, checked every frame), times
+    coarsened, crops removed. None publishes sightings as built (tests, tools).
     """
 
     def __init__(
@@ -114,6 +131,7 @@ class Pipeline:
         device_id: str,
         model_ref: ModelRef | None = None,
         clock: Callable[[], float] = time.monotonic,
+        privacy: PrivacyFilter | None = None,
     ) -> None:
         self.detector = detector
         self.camera_model = camera_model
@@ -123,6 +141,7 @@ class Pipeline:
         self.device_id = device_id
         self.model_ref = model_ref or model_ref_of(detector)
         self.clock = clock
+        self.privacy = privacy
         self.frames = 0
         self.detections = 0
         self.published = 0
@@ -154,15 +173,18 @@ class Pipeline:
         self._retry_waiting(frame.t_mono_ns, final=False)
         for track in closed:
             self._handle(track, frame.t_mono_ns)
+        self._release_due()
 
-    def finish(self) -> Summary:
-        """Close the open tracks, publish them, flush the sink (it stays open) and sum up."""
+    def finish(self, flush_timeout_s: float = 5.0) -> Summary:
+        """Close the open tracks, publish them (and the delayed sightings now due), flush the
+        sink for up to ``flush_timeout_s`` (it stays open) and sum up."""
         if self._finished is not None:
             return self._finished
         for track in self.tracker.flush():
             self._waiting.append(_Waiting(track, 0))
         self._retry_waiting(None, final=True)
-        if not self.sink.flush(5.0):
+        self._release_due()
+        if not self.sink.flush(flush_timeout_s):
             log.warning("not every sighting was delivered yet; they stay queued in %s", self.sink.describe())
         seconds = 0.0 if self._started is None else max(0.0, self.clock() - self._started)
         ride = (
@@ -179,6 +201,9 @@ class Pipeline:
             no_fix_tracks=self.no_fix_tracks,
             no_heading_tracks=self.no_heading_tracks,
             sink=self.sink.describe(),
+            privacy_dropped=0 if self.privacy is None else self.privacy.dropped,
+            privacy_delayed=0 if self.privacy is None else self.privacy.delayed,
+            privacy_held=0 if self.privacy is None else self.privacy.held,
         )
         return self._finished
 
@@ -223,9 +248,21 @@ class Pipeline:
         return [self.positions.at(self._utc_of(o.t_ns)) for o in track.observations]
 
     def _publish(self, track: ClosedTrack, looked: Sequence[FramePosition | NoFix]) -> None:
-        sighting = self.build_sighting(track, looked)
-        if sighting is None:
+        built = self.build_sighting(track, looked)
+        if built is None:
             return
+        sighting = built if self.privacy is None else self.privacy.submit(built)
+        if sighting is None:
+            log.info("sighting %s: in a privacy zone, dropped or held", built.id)
+            return
+        self._submit(sighting)
+
+    def _release_due(self) -> None:
+        if self.privacy is not None and self.privacy.held:
+            for sighting in self.privacy.due():
+                self._submit(sighting)
+
+    def _submit(self, sighting: Sighting) -> None:
         self.sink.submit(sighting)
         self.published += 1
         log.info(

@@ -2,29 +2,46 @@
 
 Wired into firmware/cli.py with ``replay_cli.add_parser(sub)``; ``run(args)`` returns the exit
 status: 0 when the ride was processed, 2 with one line on stderr when it could not be.
-See docs/pipeline.md.
+The parts shared with ``sousveil run`` (firmware/run_cli.py) live here too: the config, the
+device id, the sink (MQTT through the outbox, else the file), the detector. See docs/pipeline.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import secrets
+import dataclasses
+import logging
+import socket
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 from xml.etree.ElementTree import ParseError
 
 from detector import DetectorConfig, DetectorError, load_detector
+from detector.detector import Detector
+from firmware.config import Config, ConfigFileError, default_state_dir, load_config
 from firmware.frames import FrameSourceError, VideoSource
 from firmware.geometry import CameraModel
-from firmware.pipeline import Pipeline
+from firmware.mqtt import MqttConfigError, MqttPublisher, MqttSettings
+from firmware.outbox import Outbox, OutboxError
+from firmware.pipeline import Pipeline, Summary
 from firmware.position import Fix, GpxSource, NmeaSource, PositionTrack
-from firmware.sinks import FileSink
+from firmware.privacy import PrivacyFilter, device_id, new_device_id
+from firmware.sinks import FileSink, MqttSink, Sink
 from firmware.tracker import Tracker
 
+log = logging.getLogger(__name__)
+
 DEFAULT_OUT = Path("out/sightings.jsonl")
+"""The file sink's file without a config, or with a config that names no ``[output] file``."""
+LOCAL_BROKER = ("127.0.0.1", 1883)
+"""Where the embedded default looks for a broker when the config has no ``[mqtt]``."""
+PROBE_TIMEOUT_S = 0.3
+MQTT_FLUSH_S = 10.0
+"""How long the end of a run waits for the outbox to drain (what is left goes on the next run)."""
 
 
 class ReplayError(Exception):
@@ -35,23 +52,169 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser(
         "replay",
         help="run the ride pipeline on a recorded video and its GPS track",
-        description="Replay a recorded ride: detect, track, geotag, and write one sighting per camera passed.",
+        description="Replay a recorded ride: detect, track, geotag, and publish one sighting per camera passed.",
     )
     p.add_argument("video", type=Path, metavar="VIDEO", help="the ride's video file")
-    p.add_argument("--track", type=Path, required=True, metavar="RIDE.gpx|.nmea", help="the ride's GPS track")
+    p.add_argument(
+        "--track", type=Path, metavar="RIDE.gpx|.nmea", help="the ride's GPS track (default: the config's [gps] path)"
+    )
+    p.add_argument("--config", type=Path, metavar="FILE", help="the TOML config (default: the embedded defaults)")
     p.add_argument(
         "--start-utc",
         metavar="ISO",
         help="UTC time of the video's first frame, e.g. 2026-05-01T08:30:00Z (default: the track's first fix)",
     )
-    p.add_argument("--model", type=Path, metavar="M", help="model file (default: the project's model)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="FILE.jsonl", help=f"default: {DEFAULT_OUT}")
-    p.add_argument("--hfov", type=float, default=66.0, help="camera horizontal field of view, degrees (default 66)")
-    p.add_argument("--yaw", type=float, default=0.0, help="camera yaw clockwise from the bike's heading (default 0)")
+    p.add_argument("--model", type=Path, metavar="M", help="model file (default: the config's, else the project's)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="write sightings to this file, whatever the config says (default: MQTT if configured or a broker"
+        f" answers on localhost:1883, else the config's [output] file or {DEFAULT_OUT})",
+    )
+    p.add_argument("--hfov", type=float, default=None, help="camera horizontal field of view, degrees (default 66)")
+    p.add_argument("--yaw", type=float, default=None, help="camera yaw clockwise from the bike's heading (default 0)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="detector threads (default: cores, max 4)")
     p.add_argument("--every-n", type=int, default=1, metavar="N", help="keep every N-th frame (default 1)")
     p.set_defaults(func=run)
     return p
+
+
+# ---- shared with ``sousveil run`` ----
+
+
+def read_config(path: Path | None) -> tuple[Config, Path]:
+    """The config (strict; None: the embedded defaults) and the state dir it was read with."""
+    state = default_state_dir()
+    return load_config(path, state_dir=state), state
+
+
+def resolve_device_id(config: Config, err: TextIO | None = None, prog: str = "sousveil") -> str:
+    """The pseudonymous device id from ``[device]`` (id file, rotation); a one-off id, said on
+    ``err``, only when the id file cannot be written."""
+    try:
+        return device_id(config.device.id_file, config.device.rotate_days)
+    except OSError as exc:
+        print(
+            f"{prog}: cannot keep the device id in {config.device.id_file} ({exc.strerror or exc});"
+            " using a one-off id for this run",
+            file=err or sys.stderr,
+        )
+        return new_device_id()
+
+
+def broker_listening(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """True when something accepts a TCP connection at ``host``:``port`` within ``timeout_s``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class SinkChoice:
+    """The sink a run publishes to; ``outbox`` is set for MQTT (to count what is still queued)."""
+
+    sink: Sink
+    outbox: Outbox | None = None
+    why: str = ""
+
+    def queued(self) -> int:
+        return 0 if self.outbox is None else self.outbox.stats().depth
+
+
+def _mqtt_sink(settings: MqttSettings, config: Config, device: str) -> SinkChoice:
+    if not settings.client_id:
+        settings = dataclasses.replace(settings, client_id=f"sousveil-{device}")  # a stable session per device
+    ob = config.outbox
+    ob.path.parent.mkdir(parents=True, exist_ok=True)
+    outbox = Outbox(ob.path, max_rows=ob.max_rows, max_bytes=ob.max_bytes, when_full=ob.when_full)
+    try:
+        publisher = MqttPublisher(settings, outbox, device)
+        publisher.start()
+    except BaseException:
+        outbox.close()
+        raise
+    return SinkChoice(MqttSink(publisher), outbox)
+
+
+def open_sink(config: Config, state_dir: Path, device: str, out: Path | None = None) -> SinkChoice:
+    """``out`` -> that file; ``[mqtt]`` -> the broker through the outbox; else the embedded
+    default: a broker answering on localhost:1883 (anonymous, default topics, the outbox in
+    the state dir), else the file sink (``[output] file``, else ``out/sightings.jsonl``)."""
+    if out is not None:
+        return SinkChoice(FileSink(out), why="--out")
+    if config.mqtt is not None:
+        choice = _mqtt_sink(config.mqtt, config, device)
+        choice.why = "[mqtt]"
+        return choice
+    host, port = LOCAL_BROKER
+    if broker_listening(host, port):
+        choice = _mqtt_sink(MqttSettings(host=host, port=port), config, device)
+        choice.why = f"a broker answered on {host}:{port}"
+        return choice
+    default_file = state_dir / "sightings.jsonl"
+    path = DEFAULT_OUT if config.output.file == default_file else config.output.file
+    return SinkChoice(FileSink(path), why=f"no [mqtt] and no broker on {host}:{port}")
+
+
+def detector_config(config: Config, model: Path | None, threads: int | None) -> DetectorConfig:
+    """``[detector]`` with the command line's ``--model`` and ``--threads`` on top."""
+    if threads is not None and threads < 1:
+        raise ReplayError(f"--threads: must be >= 1, got {threads}")
+    det = config.detector
+    if model is not None:
+        det = dataclasses.replace(det, model=model)
+    if threads is not None:
+        det = dataclasses.replace(det, num_threads=threads)
+    return det
+
+
+def camera_model(config: Config, width: int, hfov: float | None = None, yaw: float | None = None) -> CameraModel:
+    """``[camera]`` hfov/yaw (the flags win when given) at the frames' width."""
+    cam = config.camera
+    return CameraModel(
+        hfov_deg=cam.hfov_deg if hfov is None else hfov, yaw_deg=cam.yaw_deg if yaw is None else yaw, width_px=width
+    )
+
+
+def make_pipeline(
+    config: Config, detector: Detector, camera: CameraModel, positions: PositionTrack, sink: Sink, device: str
+) -> Pipeline:
+    return Pipeline(
+        detector,
+        camera,
+        positions,
+        Tracker(config.tracker),
+        sink,
+        device,
+        privacy=PrivacyFilter(config.privacy),
+    )
+
+
+def finish(pipeline: Pipeline, choice: SinkChoice, out: TextIO | None = None) -> Summary:
+    """Finish the pipeline, wait for the outbox (MQTT) to drain, print the summary and where sightings went."""
+    out = out or sys.stdout
+    summary = pipeline.finish(MQTT_FLUSH_S if choice.outbox is not None else 5.0)
+    print(summary, file=out)
+    if summary.privacy_held:
+        print(
+            f"{summary.privacy_held} sightings in delay zones were not yet due and were not published",
+            file=out,
+        )
+    queued = choice.queued()
+    if choice.outbox is not None:
+        if queued:
+            print(
+                f"{queued} sightings still queued in the outbox {choice.outbox.path}: they go on the next run"
+                " (nothing is lost)",
+                file=out,
+            )
+        else:
+            print(f"every sighting was delivered ({choice.why})", file=out)
+    return summary
 
 
 def load_fixes(path: Path) -> list[Fix]:
@@ -78,6 +241,14 @@ def parse_start(text: str) -> datetime:
     if t.tzinfo is None:
         raise ReplayError(f"--start-utc: give a time zone (e.g. 'Z' for UTC): {text!r}")
     return t
+
+
+def load_track(path: Path, max_gap_s: float) -> PositionTrack:
+    fixes = load_fixes(path)
+    positions = PositionTrack(max_gap_s=max_gap_s, max_fixes=max(2, len(fixes)))
+    for fix in fixes:
+        positions.add(fix)
+    return positions
 
 
 class Progress:
@@ -112,16 +283,22 @@ class Progress:
             self.stream.flush()
 
 
+ERRORS = (
+    ReplayError,
+    DetectorError,
+    FrameSourceError,
+    ConfigFileError,  # one line naming the file and the key
+    MqttConfigError,
+    OutboxError,
+    ValueError,  # bad --hfov, --yaw (CameraModel)
+    OSError,  # the output file, the outbox's folder
+)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except (ReplayError, DetectorError, FrameSourceError) as exc:
-        print(f"sousveil replay: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # bad --hfov, --yaw, --threads (CameraModel, DetectorConfig)
-        print(f"sousveil replay: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the output file
+    except ERRORS as exc:
         print(f"sousveil replay: {exc}", file=sys.stderr)
         return 2
 
@@ -129,21 +306,24 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.every_n < 1:
         raise ReplayError(f"--every-n: must be >= 1, got {args.every_n}")
-    if args.threads is not None and args.threads < 1:
-        raise ReplayError(f"--threads: must be >= 1, got {args.threads}")
-    fixes = load_fixes(args.track)
-    positions = PositionTrack(max_fixes=max(2, len(fixes)))
+    config, state = read_config(args.config)
+    det_config = detector_config(config, args.model, args.threads)
+    track_path = args.track if args.track is not None else config.gps.path
+    if track_path is None:
+        raise ReplayError("no track: give --track RIDE.gpx|.nmea (or [gps] path in the config)")
+    fixes = load_fixes(track_path)
+    positions = PositionTrack(max_gap_s=config.gps.max_gap_s, max_fixes=max(2, len(fixes)))
     for fix in fixes:
         positions.add(fix)
     start = parse_start(args.start_utc) if args.start_utc else fixes[0].t_utc
-    config = DetectorConfig(model=args.model) if args.threads is None else DetectorConfig(args.model, args.threads)
-    detector = load_detector(config)
+    detector = load_detector(det_config)
     with VideoSource(args.video, start, every_n=args.every_n) as source:
         width, _ = source.size
-        camera = CameraModel(hfov_deg=args.hfov, yaw_deg=args.yaw, width_px=width)
-        with FileSink(args.out) as sink:
-            # a fresh pseudonymous device id per replay: nothing links two rides
-            pipeline = Pipeline(detector, camera, positions, Tracker(), sink, secrets.token_hex(8))
+        camera = camera_model(config, width, args.hfov, args.yaw)
+        device = resolve_device_id(config, prog="sousveil replay")
+        choice = open_sink(config, state, device, args.out)
+        try:
+            pipeline = make_pipeline(config, detector, camera, positions, choice.sink, device)
             progress = Progress(sys.stderr)
             started = time.monotonic()
             try:
@@ -153,10 +333,11 @@ def _run(args: argparse.Namespace) -> int:
                 progress.update(pipeline, started, force=True)
             finally:
                 progress.done()
-            summary = pipeline.finish()
+            finish(pipeline, choice)
+        finally:
+            choice.sink.close()
     if source.damaged:
         print(
             f"sousveil replay: {args.video}: video damaged or truncated; replayed what could be read", file=sys.stderr
         )
-    print(summary)
     return 0
