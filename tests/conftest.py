@@ -22,3 +22,11 @@ def toy_model(tmp_path: Path) -> Path:
     for suffix in (".tflite", ".toml"):
         shutil.copy(MODELS / f"toy_centernet{suffix}", tmp_path / f"toy_centernet{suffix}")
     return tmp_path / "toy_centernet.tflite"
+
+
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test writes to the user's state dir (device id, outbox, sightings)."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("SOUSVEIL_STATE_DIR", str(state))
+    return state
