@@ -22,6 +22,8 @@ import json
 import logging
 import os
 import queue
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -253,6 +255,13 @@ class MqttPublisher:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         error = f"cannot connect to {self.settings.host}:{self.settings.port}"
+        # paho calls this inside its ``except OSError`` and passes no exception: name the cause
+        # (refused, unreachable, TLS certificate not trusted, ...) from the one being handled
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLError):
+            error += f": TLS handshake failed: {exc}"
+        elif exc is not None:
+            error += f": {exc}"
         with self._cond:
             changed = error != self._last_error
             self._last_error = error

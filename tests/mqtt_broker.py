@@ -1,7 +1,7 @@
 """A real mosquitto on loopback for tests: start, kill (SIGKILL), restart on the same port.
 
-Used as fixtures from tests/test_mqtt.py; skips with a clear reason when mosquitto is missing
-(scripts/test.sh installs it).
+Used as fixtures from tests/test_mqtt.py and tests/test_mqtt_tls.py; skips with a clear reason
+when mosquitto (or, for TLS, openssl) is missing (scripts/test.sh installs mosquitto).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
+OPENSSL = shutil.which("openssl")
 
 
 def free_port() -> int:
@@ -40,15 +42,75 @@ def port_open(port: int) -> bool:
         return False
 
 
-class Broker:
-    """One mosquitto process with its own config in ``directory``; ``users`` turns on a password file."""
+@dataclass(frozen=True)
+class ServerCert:
+    """A throwaway CA and a server certificate it signed, all PEM files."""
 
-    def __init__(self, directory: Path, users: dict[str, str] | None = None) -> None:
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def _openssl(*args: str) -> None:
+    assert OPENSSL is not None
+    done = subprocess.run([OPENSSL, *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed ({done.returncode}): {done.stderr.strip()}")
+
+
+def make_ca(directory: Path, name: str = "ca") -> tuple[Path, Path]:
+    """A self-signed EC P-256 CA valid for one day: (certificate, key) in ``directory``."""
+    if OPENSSL is None:
+        pytest.skip("openssl is not installed (apt-get install openssl); needed to make the test certificates")
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN=sousveil test {name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    return cert, key
+
+
+def make_server_cert(directory: Path) -> ServerCert:
+    """A fresh CA and a one-day server certificate for 127.0.0.1 and localhost signed by it."""
+    ca_cert, ca_key = make_ca(directory, "ca")
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ext = directory / "server.ext"
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n",
+        encoding="utf-8",
+    )
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost",
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(cert), "-days", "1", "-extfile", str(ext),
+    )  # fmt: skip
+    return ServerCert(ca_cert, cert, key)
+
+
+class Broker:
+    """One mosquitto process with its own config in ``directory``; ``users`` turns on a password file.
+
+    ``tls`` makes the one listener TLS-only (no client certificate required).
+    """
+
+    def __init__(self, directory: Path, users: dict[str, str] | None = None, tls: ServerCert | None = None) -> None:
         if MOSQUITTO is None:
             pytest.skip("mosquitto is not installed (apt-get install mosquitto; scripts/test.sh does it)")
         self.dir = directory
         self.port = free_port()
         self.log = directory / "mosquitto.log"
+        self.tls = tls
         lines = [
             f"listener {self.port} 127.0.0.1",
             "persistence false",
@@ -57,6 +119,13 @@ class Broker:
             # started as root (CI containers) mosquitto would switch to user 'mosquitto', who cannot read tmp_path
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
         ]
+        if tls is not None:
+            lines += [
+                f"cafile {tls.ca_file}",
+                f"certfile {tls.cert_file}",
+                f"keyfile {tls.key_file}",
+                "require_certificate false",
+            ]
         if users:
             if MOSQUITTO_PASSWD is None:
                 pytest.skip("mosquitto_passwd is not installed")
@@ -103,10 +172,10 @@ class Broker:
 def broker_factory_fixture(tmp_path: Path) -> Iterator[Any]:
     brokers: list[Broker] = []
 
-    def make(users: dict[str, str] | None = None, start: bool = True) -> Broker:
+    def make(users: dict[str, str] | None = None, start: bool = True, tls: ServerCert | None = None) -> Broker:
         d = tmp_path / f"broker{len(brokers)}"
         d.mkdir()
-        b = Broker(d, users)
+        b = Broker(d, users, tls)
         brokers.append(b)
         if start:
             b.start()
@@ -123,10 +192,27 @@ def broker_fixture(broker_factory: Any) -> Broker:
     return b
 
 
+@pytest.fixture(name="tls_broker")
+def tls_broker_fixture(broker_factory: Any, tmp_path: Path) -> Broker:
+    """A mosquitto whose only listener is TLS, with a fresh CA; ``tls_broker.tls.ca_file`` trusts it."""
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto; scripts/test.sh does it)")
+    b: Broker = broker_factory(tls=make_server_cert(tmp_path / "pki"))
+    return b
+
+
 class Subscriber:
     """A paho v5 client that records what arrives on ``topic`` (a filter)."""
 
-    def __init__(self, port: int, topic: str, qos: int = 1, username: str | None = None, password: str | None = None):
+    def __init__(
+        self,
+        port: int,
+        topic: str,
+        qos: int = 1,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: Path | None = None,
+    ):
         self.messages: list[mqtt.MQTTMessage] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
@@ -135,6 +221,8 @@ class Subscriber:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
         if username:
             self.client.username_pw_set(username, password)
+        if ca_file is not None:  # TLS, verifying the broker against this CA
+            self.client.tls_set(ca_certs=str(ca_file))
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
