@@ -52,8 +52,8 @@ class TrackerConfig:
 
     min_hits: int = 3
     confirm_window: int = 5
-    max_age_frames: int = 3
-    max_age_s: float = 0.6
+    max_age_frames: int = 7
+    max_age_s: float = 0.8
     iou_min: float = 0.1
     max_dist: float = 1.5
     new_dist: float = 2.5
