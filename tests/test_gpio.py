@@ -1,0 +1,223 @@
+"""The GPIO panel against gpiozero's own MockFactory: drive the button pin, read LED/buzzer history."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+pytest.importorskip("gpiozero")
+from gpiozero import LED, Button, Buzzer
+from gpiozero.pins.mock import MockFactory
+
+from firmware.gpio import DEFAULT_PATTERNS, GpioSettings, LedState, Panel
+
+SETTINGS = GpioSettings(led_pin=17, buzzer_pin=27, button_pin=22, long_press_s=0.3, beep_s=0.05)
+FAST = {state: p.scaled(0.5) for state, p in DEFAULT_PATTERNS.items()}
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.pause = 0
+        self.resume = 0
+        self.shutdown = 0
+
+
+@pytest.fixture
+def factory() -> MockFactory:
+    return MockFactory()
+
+
+@pytest.fixture
+def calls() -> Calls:
+    return Calls()
+
+
+@pytest.fixture
+def panel(factory: MockFactory, calls: Calls) -> Iterator[Panel]:
+    def bump(name: str) -> Callable[[], None]:
+        return lambda: setattr(calls, name, getattr(calls, name) + 1)
+
+    p = Panel(
+        SETTINGS,
+        on_pause=bump("pause"),
+        on_resume=bump("resume"),
+        on_shutdown=bump("shutdown"),
+        patterns=FAST,
+        pin_factory=factory,
+    )
+    yield p
+    p.close()
+
+
+def wait_for(cond: Callable[[], bool], timeout_s: float = 2.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+def press(factory: MockFactory, hold_s: float) -> None:
+    pin = factory.pin(SETTINGS.button_pin)
+    pin.drive_low()  # pull-up: pressed pulls the pin to GND
+    time.sleep(hold_s)
+    pin.drive_high()
+
+
+def pulses(states: list[tuple[float, bool]]) -> list[tuple[float, float | None]]:
+    """(on_s, off_s after it) for each complete high pulse; the last off_s may be None."""
+    t = 0.0
+    edges: list[tuple[float, bool]] = []
+    for dt, value in states[1:]:
+        t += dt
+        if not edges or edges[-1][1] != value:
+            edges.append((t, bool(value)))
+    out: list[tuple[float, float | None]] = []
+    for i, (t_up, value) in enumerate(edges):
+        if not value or i + 1 >= len(edges):
+            continue
+        t_down = edges[i + 1][0]
+        off = edges[i + 2][0] - t_down if i + 2 < len(edges) else None
+        out.append((t_down - t_up, off))
+    return out
+
+
+def record(
+    factory: MockFactory, pin_no: int, window_s: float, action: Callable[[], object]
+) -> list[tuple[float, bool]]:
+    pin = factory.pin(pin_no)
+    pin.clear_states()
+    action()
+    time.sleep(window_s)
+    return [(s.timestamp, bool(s.state)) for s in pin.states]
+
+
+def group_sizes(ps: list[tuple[float, float | None]]) -> list[int]:
+    """Pulses per group, groups split by an off time well above the on time; complete groups only.
+
+    The recording starts with the pattern, so the first group is complete too.
+    """
+    sizes: list[int] = []
+    n = 0
+    for on, off in ps:
+        n += 1
+        if off is not None and off > 3 * on:
+            sizes.append(n)
+            n = 0
+    return sizes
+
+
+def test_import_does_not_import_gpiozero() -> None:
+    code = "import sys, firmware.gpio; assert 'gpiozero' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_led_patterns_are_distinct(panel: Panel, factory: MockFactory) -> None:
+    seen: dict[LedState, list[tuple[float, float | None]]] = {}
+    for state in (LedState.STARTING, LedState.WAITING_FOR_FIX, LedState.RUNNING, LedState.ERROR):
+        seen[state] = pulses(record(factory, SETTINGS.led_pin, 1.0, lambda s=state: panel.set_state(s)))
+    # ERROR stays shown while paused, so pause from RUNNING
+    running = record(factory, SETTINGS.led_pin, 0.3, lambda: panel.set_state(LedState.RUNNING))
+    seen[LedState.PAUSED] = pulses(record(factory, SETTINGS.led_pin, 1.8, lambda: press(factory, 0.02)))
+    assert panel.led.state == LedState.PAUSED
+
+    starting, waiting = seen[LedState.STARTING], seen[LedState.WAITING_FOR_FIX]
+    assert len(starting) >= 6  # 0.05 s on / 0.05 s off
+    assert all(on < 0.1 for on, _ in starting)
+    assert 1 <= len(waiting) <= 2  # 0.25 s on / 0.5 s off
+    assert all(0.15 < on < 0.4 for on, _ in waiting)
+    assert seen[LedState.RUNNING] == []  # steady on: no complete pulse in the window...
+    assert running[-1][1] and sum(1 for _, v in running[1:] if not v) <= 1  # ...and on throughout
+    assert group_sizes(seen[LedState.ERROR]) and set(group_sizes(seen[LedState.ERROR])) == {3}
+    assert group_sizes(seen[LedState.PAUSED]) and set(group_sizes(seen[LedState.PAUSED])) == {2}
+
+
+def test_short_press_toggles_pause(panel: Panel, factory: MockFactory, calls: Calls) -> None:
+    panel.set_state(LedState.RUNNING)
+    press(factory, 0.02)
+    assert wait_for(lambda: calls.pause == 1)
+    assert panel.paused and panel.led.state == LedState.PAUSED
+    panel.set_state(LedState.WAITING_FOR_FIX)  # the service's state changes while paused
+    assert panel.led.state == LedState.PAUSED
+    press(factory, 0.02)
+    assert wait_for(lambda: calls.resume == 1)
+    assert not panel.paused and panel.led.state == LedState.WAITING_FOR_FIX
+    assert (calls.pause, calls.shutdown) == (1, 0)
+
+
+def test_long_press_shuts_down_once(panel: Panel, factory: MockFactory, calls: Calls) -> None:
+    press(factory, SETTINGS.long_press_s + 0.3)
+    assert wait_for(lambda: calls.shutdown == 1)
+    assert (calls.pause, calls.resume) == (0, 0)  # the release of a long press does not pause
+    press(factory, SETTINGS.long_press_s + 0.2)
+    time.sleep(0.1)
+    assert calls.shutdown == 1
+    assert panel.button is not None and panel.button.shutdown_requested
+
+
+def test_sighting_gives_one_short_beep(panel: Panel, factory: MockFactory) -> None:
+    buzzer = factory.pin(SETTINGS.buzzer_pin)
+    buzzer.clear_states()
+    panel.sighting()
+    time.sleep(0.3)
+    buzzer.assert_states_and_times([(0.0, False), (0.0, True), (SETTINGS.beep_s, False)])
+    assert len(buzzer.states) == 3
+
+
+def test_pause_and_resume_beeps_differ(panel: Panel, factory: MockFactory, calls: Calls) -> None:
+    buzzer = factory.pin(SETTINGS.buzzer_pin)
+    buzzer.clear_states()
+    press(factory, 0.02)
+    assert wait_for(lambda: calls.pause == 1)
+    time.sleep(0.4)
+    paused = pulses([(s.timestamp, bool(s.state)) for s in buzzer.states])
+    buzzer.clear_states()
+    press(factory, 0.02)
+    assert wait_for(lambda: calls.resume == 1)
+    time.sleep(0.4)
+    resumed = pulses([(s.timestamp, bool(s.state)) for s in buzzer.states])
+    assert len(paused) == 2 and all(on < 2 * SETTINGS.beep_s for on, _ in paused)
+    assert len(resumed) == 1 and resumed[0][0] > 3 * SETTINGS.beep_s
+
+
+def test_sighting_flashes_the_running_led(panel: Panel, factory: MockFactory) -> None:
+    panel.set_state(LedState.RUNNING)
+    led = factory.pin(SETTINGS.led_pin)
+    led.clear_states()
+    panel.sighting()
+    time.sleep(0.3)
+    led.assert_states_and_times([(0.0, True), (0.0, False), (0.15, True)])
+    assert led.state
+
+
+def test_no_buzzer(factory: MockFactory) -> None:
+    panel = Panel(GpioSettings(buzzer_pin=None), pin_factory=factory)
+    panel.sighting()
+    assert panel.buzzer is None
+    panel.close()
+
+
+def test_close_releases_the_pins(factory: MockFactory) -> None:
+    panel = Panel(SETTINGS, patterns=FAST, pin_factory=factory)
+    panel.set_state(LedState.ERROR)
+    panel.close()
+    panel.close()  # twice is harmless
+    assert not factory.pin(SETTINGS.led_pin).state
+    for device in (
+        LED(SETTINGS.led_pin, pin_factory=factory),
+        Buzzer(SETTINGS.buzzer_pin, pin_factory=factory),
+        Button(SETTINGS.button_pin, pin_factory=factory),
+    ):
+        device.close()
+
+
+def test_settings_validate() -> None:
+    with pytest.raises(ValueError, match="differ"):
+        GpioSettings(led_pin=22, button_pin=22)
+    with pytest.raises(ValueError, match="long_press_s"):
+        GpioSettings(long_press_s=0)
