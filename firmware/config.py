@@ -23,6 +23,7 @@ from typing import Any, Literal, cast
 from detector.config import DetectorConfig, parse_detector_config
 from detector.errors import ConfigError
 from firmware.geometry import CameraModel
+from firmware.gpio import GpioSettings
 from firmware.mqtt import DEFAULT_PREFIX, MqttConfigError, MqttSettings
 from firmware.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, WhenFull
 from firmware.position.gpsd import DEFAULT_HOST as GPSD_HOST
@@ -30,12 +31,14 @@ from firmware.position.gpsd import DEFAULT_PORT as GPSD_PORT
 from firmware.tracker import TrackerConfig
 
 CameraSource = Literal["picamera2", "video", "images"]
+Focus = Literal["far", "continuous", "fixed"]
 GpsSource = Literal["gpsd", "gpx", "nmea"]
 ZoneAction = Literal["drop", "delay"]
 
 CAMERA_SOURCES: tuple[CameraSource, ...] = ("picamera2", "video", "images")
 GPS_SOURCES: tuple[GpsSource, ...] = ("gpsd", "gpx", "nmea")
 ZONE_ACTIONS: tuple[ZoneAction, ...] = ("drop", "delay")
+FOCUS_MODES: tuple[Focus, ...] = ("far", "continuous", "fixed")
 WHEN_FULL: tuple[WhenFull, ...] = ("refuse", "drop_oldest")
 COARSE_TIME_MIN = (0, 1, 5, 15, 60)
 MAX_ZONES = 64
@@ -85,9 +88,29 @@ class CameraSettings:
     fps: float = 10.0
     hfov_deg: float = 66.0
     yaw_deg: float = 0.0
+    max_exposure_us: int = 4000
+    focus: Focus = "far"
+    lens_position_dioptre: float = 0.1
 
     def camera_model(self) -> CameraModel:
         return CameraModel(hfov_deg=self.hfov_deg, yaw_deg=self.yaw_deg, width_px=self.width)
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    """``[gpio]``: the rider's LED, buzzer and button (BCM pins); off unless ``enabled``.
+    ``buzzer_pin`` None (``-1`` in the file) means no buzzer is fitted."""
+
+    enabled: bool = False
+    led_pin: int = 17
+    buzzer_pin: int | None = 27
+    button_pin: int = 22
+    long_press_s: float = 3.0
+
+    def settings(self) -> GpioSettings:
+        return GpioSettings(
+            led_pin=self.led_pin, buzzer_pin=self.buzzer_pin, button_pin=self.button_pin, long_press_s=self.long_press_s
+        )
 
 
 @dataclass(frozen=True)
@@ -153,6 +176,7 @@ class Config:
     outbox: OutboxSettings
     output: OutputSettings
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
 
 
 # ---- strict readers ----
@@ -251,7 +275,7 @@ def _number(r: _Reader, name: str, value: Any, lo: float, hi: float, *, lo_open:
     return float(value)
 
 
-TABLES = ("device", "camera", "detector", "tracker", "gps", "mqtt", "outbox", "output", "privacy")
+TABLES = ("device", "camera", "detector", "tracker", "gps", "mqtt", "outbox", "output", "privacy", "gpio")
 
 
 def _device(r: _Reader, state: Path) -> DeviceSettings:
@@ -276,7 +300,33 @@ def _camera(r: _Reader) -> CameraSettings:
         fps=r.number("fps", 10.0, 0.0, 120.0, lo_open=True),
         hfov_deg=r.number("hfov_deg", 66.0, 1.0, 178.0),
         yaw_deg=r.number("yaw_deg", 0.0, -180.0, 360.0),
+        max_exposure_us=r.integer("max_exposure_us", 4000, 1, 1_000_000),
+        focus=cast(Focus, r.choice("focus", "far", FOCUS_MODES)),
+        lens_position_dioptre=r.number("lens_position_dioptre", 0.1, 0.0, 32.0),
     )
+    if out.max_exposure_us > round(1_000_000 / out.fps):
+        raise r.error(
+            "max_exposure_us",
+            f"{out.max_exposure_us} µs does not fit in one frame at {out.fps} fps ({round(1_000_000 / out.fps)} µs)",
+        )
+    r.done()
+    return out
+
+
+def _gpio(r: _Reader) -> GpioConfig:
+    defaults = GpioConfig()
+    buzzer = r.integer("buzzer_pin", -1 if defaults.buzzer_pin is None else defaults.buzzer_pin, -1, 27)
+    out = GpioConfig(
+        enabled=r.boolean("enabled", defaults.enabled),
+        led_pin=r.integer("led_pin", defaults.led_pin, 0, 27),
+        buzzer_pin=None if buzzer == -1 else buzzer,
+        button_pin=r.integer("button_pin", defaults.button_pin, 0, 27),
+        long_press_s=r.number("long_press_s", defaults.long_press_s, 0.0, 60.0, lo_open=True),
+    )
+    try:
+        out.settings()
+    except ValueError as err:
+        raise r.error("button_pin", str(err)) from None
     r.done()
     return out
 
@@ -439,6 +489,7 @@ def parse_config(data: dict[str, Any], source: str | Path, *, state_dir: Path | 
         outbox=_outbox(reader("outbox"), state),
         output=_output(reader("output"), state),
         privacy=_privacy(reader("privacy")),
+        gpio=_gpio(reader("gpio")),
     )
 
 

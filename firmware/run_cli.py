@@ -1,35 +1,46 @@
 """``sousveil run``: the ride pipeline live, everything from the config file.
 
-Frames from ``[camera]`` (``video`` or ``images`` from ``path`` for now; the Pi camera adapter,
-``picamera2``, comes with the on-bike work), positions from ``[gps]`` (gpsd live, read on a
+Frames from ``[camera]`` (the Pi camera with ``picamera2``, or ``video`` / ``images`` from
+``path``), positions from ``[gps]`` (gpsd live, read on a
 thread into the PositionTrack; or a GPX/NMEA file from ``path``), then the same pipeline,
-privacy filter and sink as ``sousveil replay``. SIGTERM and SIGINT stop it cleanly: the
-open tracks are finished and the sink flushed, exit status 0. Wired into firmware/cli.py
+privacy filter and sink as ``sousveil replay``. SIGTERM and SIGINT (or a long press of the
+``[gpio]`` button) stop it cleanly: the open tracks are finished and the sink flushed, exit
+status 0. Under systemd it notifies READY/WATCHDOG/STATUS/STOPPING (firmware/sdnotify.py);
+a short press of the button pauses and resumes capture; every ~5 s a status object
+(firmware/device_status.py) goes to the retained MQTT status topic. See docs/service.md. Wired into firmware/cli.py
 with ``run_cli.add_parser(sub)``; see docs/pipeline.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from detector import load_detector
+from firmware import device_status as ds
+from firmware.camera_pi import PiCameraSettings, PiCameraSource
 from firmware.config import Config
 from firmware.frames import FrameSource, ImageFolderSource, VideoSource
+from firmware.gpio import LedState, Panel
+from firmware.pipeline import Pipeline
 from firmware.position import GpsdClient, GpsdReader, PositionTrack
 from firmware.privacy import utc_now
 from firmware.replay_cli import (
     ERRORS,
     Progress,
     ReplayError,
+    SinkChoice,
     camera_model,
     detector_config,
     finish,
@@ -39,11 +50,15 @@ from firmware.replay_cli import (
     read_config,
     resolve_device_id,
 )
+from firmware.sdnotify import Notifier
+from firmware.sinks import MqttSink
 
-PICAMERA_LATER = (
-    "camera.source: 'picamera2' is not supported yet: the Pi camera adapter comes with the on-bike issue;"
-    " use source = 'video' or 'images' with a path for now"
+PICAMERA_MISSING = (
+    "camera.source = 'picamera2': picamera2 is not installed (the on-bike camera: on Raspberry Pi OS"
+    " `sudo apt install python3-picamera2` and a venv made with --system-site-packages);"
+    " elsewhere use source = 'video' or 'images' with a path"
 )
+STATUS_INTERVAL_S = 5.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -63,9 +78,16 @@ class StopFlag:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.signal: int | None = None
+        self.reason = ""
 
     def set(self, signum: int, frame: FrameType | None = None) -> None:
         self.signal = signum
+        self.reason = f"signal {signum}"
+        self._event.set()
+
+    def stop(self, reason: str) -> None:
+        """Stop for another reason than a signal (the button's long press)."""
+        self.reason = reason
         self._event.set()
 
     def __bool__(self) -> bool:
@@ -102,15 +124,109 @@ def open_positions(config: Config) -> tuple[PositionTrack, GpsdReader | None, da
     return track, None, fixes[0].t_utc
 
 
-def open_frames(config: Config, start_utc: datetime) -> FrameSource:
+def picamera2_settings(config: Config) -> PiCameraSettings:
+    cam = config.camera
+    return PiCameraSettings(
+        width=cam.width,
+        height=cam.height,
+        fps=cam.fps,
+        max_exposure_us=cam.max_exposure_us,
+        focus=cam.focus,
+        lens_position_dioptre=cam.lens_position_dioptre,
+    )
+
+
+def load_picamera2(module: Any) -> Any:
+    """``module`` when given (tests), else the real picamera2 (Pi only), else a one-line error."""
+    if module is not None:
+        return module
+    try:
+        return importlib.import_module("picamera2")
+    except ImportError:
+        raise ReplayError(PICAMERA_MISSING) from None
+
+
+def open_frames(config: Config, start_utc: datetime, picamera2_module: Any = None) -> FrameSource:
     cam = config.camera
     if cam.source == "picamera2":
-        raise ReplayError(PICAMERA_LATER)
+        return PiCameraSource(picamera2_settings(config), load_picamera2(picamera2_module))
     if cam.path is None:
         raise ReplayError(f"camera.path: required with source = {cam.source!r}")
     if cam.source == "video":
         return VideoSource(cam.path, start_utc)
     return ImageFolderSource(cam.path)
+
+
+@dataclass
+class LiveStats:
+    """What the frame loop has done so far (tests and the status message look at it)."""
+
+    frames: int = 0  # processed by the pipeline
+    skipped: int = 0  # pulled from the camera while paused, not processed
+    paused: bool = False
+    led: str | None = None
+    ready: bool = False
+
+
+class StatusReporter:
+    """Every ``interval_s``: the device status to systemd (STATUS=) and to the MQTT status topic."""
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        choice: SinkChoice,
+        reader: GpsdReader | None,
+        *,
+        interval_s: float = STATUS_INTERVAL_S,
+        thermal_path: Path = ds.THERMAL_PATH,
+        throttled_path: Path = ds.THROTTLED_PATH,
+    ) -> None:
+        self.notifier, self.choice, self.reader = notifier, choice, reader
+        self.interval_s = interval_s
+        self.thermal_path, self.throttled_path = thermal_path, throttled_path
+        self._last_at = time.monotonic()
+        self._last_frames = 0
+        self.last: dict[str, Any] | None = None
+
+    def maybe(self, pipeline: Pipeline, stats: LiveStats, *, force: bool = False) -> None:
+        now = time.monotonic()
+        elapsed = now - self._last_at
+        if not force and elapsed < self.interval_s:
+            return
+        fps = (stats.frames - self._last_frames) / elapsed if elapsed > 0 else None
+        self._last_at, self._last_frames = now, stats.frames
+        timings = getattr(pipeline.detector, "last_timings", None)
+        inference_ms = None if timings is None or stats.frames == 0 else float(timings.total_s) * 1000.0
+        status = ds.device_status(
+            fps=fps,
+            inference_ms=inference_ms,
+            gps=None if self.reader is None else self.reader.client.state(),
+            outbox_depth=None if self.choice.outbox is None else self.choice.queued(),
+            paused=stats.paused,
+            frames=stats.frames,
+            skipped=stats.skipped,
+            published=pipeline.published,
+            thermal_path=self.thermal_path,
+            throttled_path=self.throttled_path,
+        )
+        self.last = status
+        self.notifier.status(ds.status_line(status))
+        if isinstance(self.choice.sink, MqttSink):
+            self.choice.sink.publisher.publish_status(status)
+
+
+def open_panel(config: Config, flag: StopFlag, pin_factory: Any) -> Panel | None:
+    """The ``[gpio]`` panel (LED STARTING), or None when disabled; a long press sets ``flag``."""
+    if not config.gpio.enabled:
+        return None
+    try:
+        return Panel(
+            config.gpio.settings(),
+            on_shutdown=lambda: flag.stop("a long press of the button"),
+            pin_factory=pin_factory,
+        )
+    except Exception as exc:  # gpiozero missing, no pin factory, a pin in use: one line, exit 2
+        raise ReplayError(f"[gpio]: cannot open the pins: {exc}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,42 +240,107 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     flag = StopFlag()
     with stop_on_signals(flag):  # from the start: a signal while the model loads stops cleanly too
-        return _run_until(args, flag)
+        return run_live(args.config, flag=flag)
 
 
-def _run_until(args: argparse.Namespace, flag: StopFlag) -> int:
-    config, state = read_config(args.config)
+def run_live(
+    config_path: Path | None,
+    *,
+    flag: StopFlag | None = None,
+    picamera2_module: Any = None,
+    pin_factory: Any = None,
+    environ: Mapping[str, str] | None = None,
+    status_interval_s: float = STATUS_INTERVAL_S,
+    stats: LiveStats | None = None,
+    thermal_path: Path = ds.THERMAL_PATH,
+    throttled_path: Path = ds.THROTTLED_PATH,
+) -> int:
+    """Run until the frames end or ``flag`` is set; 0 after a clean finish. Raises the ``ERRORS``.
+
+    ``picamera2_module`` stands for ``import picamera2``, ``pin_factory`` is gpiozero's,
+    ``environ`` is where ``NOTIFY_SOCKET`` / ``WATCHDOG_USEC`` are read (default os.environ).
+    """
+    flag = flag if flag is not None else StopFlag()
+    stats = stats if stats is not None else LiveStats()
+    config, state = read_config(config_path)
     if config.camera.source == "picamera2":
-        raise ReplayError(PICAMERA_LATER)
-    det_config = detector_config(config, None, None)
-    positions, reader, first_fix = open_positions(config)
-    # a recorded video starts at its track's first fix; live (gpsd) at the wall clock
-    start = first_fix if first_fix is not None else utc_now()
-    detector = load_detector(det_config)
-    with open_frames(config, start) as source:
-        width, _ = source.size
-        camera = camera_model(config, width)
-        device = resolve_device_id(config, prog="sousveil run")
-        choice = open_sink(config, state, device)
-        if reader is not None:
-            reader.start()
-        try:
-            pipeline = make_pipeline(config, detector, camera, positions, choice.sink, device)
-            progress = Progress(sys.stderr)
-            started = time.monotonic()
-            try:
-                for frame in source:
-                    if flag:
-                        break
-                    pipeline.process(frame)
-                    progress.update(pipeline, started)
-            finally:
-                progress.done()
-            if flag:
-                print(f"sousveil run: stopped by signal {flag.signal}; finishing", file=sys.stderr)
-            finish(pipeline, choice)
-        finally:
+        picamera2_module = load_picamera2(picamera2_module)  # before anything slow: a clear error first
+    notifier = Notifier.from_env(environ)
+    panel = open_panel(config, flag, pin_factory)
+    try:
+        stats.led = None if panel is None else panel.led.state
+        det_config = detector_config(config, None, None)
+        positions, reader, first_fix = open_positions(config)
+        # a recorded video starts at its track's first fix; live (gpsd) at the wall clock
+        start = first_fix if first_fix is not None else utc_now()
+        detector = load_detector(det_config)
+        with open_frames(config, start, picamera2_module) as source:
+            width, _ = source.size
+            camera = camera_model(config, width)
+            device = resolve_device_id(config, prog="sousveil run")
+            choice = open_sink(config, state, device)
             if reader is not None:
-                reader.stop()
-            choice.sink.close()
+                reader.start()
+            try:
+                pipeline = make_pipeline(config, detector, camera, positions, choice.sink, device)
+                reporter = StatusReporter(
+                    notifier,
+                    choice,
+                    reader,
+                    interval_s=status_interval_s,
+                    thermal_path=thermal_path,
+                    throttled_path=throttled_path,
+                )
+                notifier.ready(f"camera ({config.camera.source}) and model up")
+                stats.ready = True
+                _frame_loop(source, pipeline, positions, panel, notifier, reporter, flag, stats)
+                notifier.stopping()
+                if flag:
+                    print(f"sousveil run: stopped by {flag.reason}; finishing", file=sys.stderr)
+                finish(pipeline, choice)
+            finally:
+                if reader is not None:
+                    reader.stop()
+                choice.sink.close()
+    finally:
+        if panel is not None:
+            panel.close()
     return 0
+
+
+def _frame_loop(
+    source: FrameSource,
+    pipeline: Pipeline,
+    positions: PositionTrack,
+    panel: Panel | None,
+    notifier: Notifier,
+    reporter: StatusReporter,
+    flag: StopFlag,
+    stats: LiveStats,
+) -> None:
+    progress = Progress(sys.stderr)
+    started = time.monotonic()
+    try:
+        for frame in source:
+            notifier.watchdog()  # every frame, paused or not: the camera is alive
+            if flag:
+                break
+            if panel is not None:
+                stats.paused = panel.paused
+                if not stats.paused:
+                    panel.set_state(LedState.RUNNING if positions.latest() is not None else LedState.WAITING_FOR_FIX)
+                stats.led = panel.led.state
+            if stats.paused:
+                stats.skipped += 1
+                reporter.maybe(pipeline, stats)
+                continue
+            before = pipeline.published
+            pipeline.process(frame)
+            stats.frames += 1
+            if panel is not None:
+                for _ in range(pipeline.published - before):
+                    panel.sighting()
+            progress.update(pipeline, started)
+            reporter.maybe(pipeline, stats)
+    finally:
+        progress.done()

@@ -111,9 +111,11 @@ class Notifier:
             return
         address = "\0" + self._address[1:] if self._address.startswith("@") else self._address
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Non-blocking: a full notify queue (nobody reading it) must never stall the frame
+            # loop; the message is dropped and logged instead.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
                 sock.connect(address)
-                sock.sendall(message.encode("utf-8"))
+                sock.send(message.encode("utf-8"))
         except OSError as exc:
             if not self._warned:
                 self._warned = True
