@@ -76,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a config file (and its model, folders, password file) without running")
     p.add_argument("config", type=Path, metavar="CONFIG", help="the TOML config file (see docs/config.md)")
+    p.add_argument(
+        "--device",
+        action="store_true",
+        help="also check the hardware: model runs once, camera gives a frame, GPS has a fix, broker accepts us",
+    )
+    p.add_argument(
+        "--gps-wait", type=float, default=5.0, metavar="S", help="with --device: seconds to wait for a fix (default 5)"
+    )
+    p.add_argument(
+        "--broker-timeout", type=float, default=5.0, metavar="S", help="with --device: seconds to connect (default 5)"
+    )
     return parser
 
 
@@ -286,6 +297,15 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         except MqttConfigError as err:
             report("mqtt", str(err), "")
+    if getattr(args, "device", False):
+        from firmware.check import run_device_checks
+
+        failed += run_device_checks(
+            config,
+            gps_wait_s=args.gps_wait,
+            broker_timeout_s=args.broker_timeout,
+            picamera2_module=getattr(args, "picamera2_module", None),
+        )
     return EXIT_ERROR if failed else EXIT_OK
 
 
