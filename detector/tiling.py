@@ -148,11 +148,6 @@ class TilePlan:
 
         return (fx(x1), fy(y1), fx(x2), fy(y2))
 
-    def cut_by_shared_edge(self, tile: Tile, boxes: np.ndarray) -> np.ndarray:
-        """Mask of boxes (model-input normalised) that touch an edge a neighbour covers and
-        are smaller than that overlap, so the neighbour sees them whole."""
-        return self.shared_edge_contact(tile, boxes)[1]
-
     def shared_edge_contact(self, tile: Tile, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(touches, droppable)``: boxes touching an edge shared with a neighbour tile
         (the object may go on beyond it), and those of them smaller than the overlap there."""

@@ -67,7 +67,7 @@ def whole_in(plan: TilePlan, box: tuple[float, float, float, float]) -> list[int
         nb = np.array([plan.frame_to_tile(tile, box)], np.float32)
         if (nb < 0).any() or nb[0, 2] * plan.input_w > tile.w or nb[0, 3] * plan.input_h > tile.h:
             continue  # not in this tile at all (or not whole)
-        if not plan.cut_by_shared_edge(tile, nb)[0]:
+        if not plan.shared_edge_contact(tile, nb)[1][0]:
             keep.append(i)
     return keep
 
@@ -90,7 +90,7 @@ def test_every_small_object_is_kept_whole_by_some_tile_and_its_cut_pieces_are_dr
             inside = x2 > 0 and y2 > 0 and x1 < tile.w and y1 < tile.h
             if cut and inside:
                 piece = np.clip([x1, y1, x2, y2], 0, [tile.w, tile.h, tile.w, tile.h]) / size_in
-                assert plan.cut_by_shared_edge(tile, piece.reshape(1, 4).astype(np.float32))[0]
+                assert plan.shared_edge_contact(tile, piece.reshape(1, 4).astype(np.float32))[1][0]
 
 
 def test_axis_positions_spread_evenly_and_end_at_the_border() -> None:
