@@ -196,10 +196,19 @@ def test_sighting_flashes_the_running_led(panel: Panel, factory: MockFactory) ->
 
 
 def test_no_buzzer(factory: MockFactory) -> None:
-    panel = Panel(GpioSettings(buzzer_pin=None), pin_factory=factory)
-    panel.sighting()
-    assert panel.buzzer is None
-    panel.close()
+    settings = GpioSettings(led_pin=17, buzzer_pin=None, button_pin=22)
+    panel = Panel(settings, patterns=FAST, pin_factory=factory)
+    try:
+        panel.set_state(LedState.RUNNING)
+        led = factory.pin(settings.led_pin)
+        led.clear_states()
+        panel.sighting()
+        time.sleep(0.3)
+        assert panel.buzzer is None
+        assert [bool(s.state) for s in led.states] == [True, False, True]  # the LED still flashes
+        Buzzer(SETTINGS.buzzer_pin, pin_factory=factory).close()  # the usual buzzer pin was left free
+    finally:
+        panel.close()
 
 
 def test_close_releases_the_pins(factory: MockFactory) -> None:
