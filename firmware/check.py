@@ -132,7 +132,7 @@ def check_broker(config: Config, timeout_s: float = DEFAULT_BROKER_TIMEOUT_S) ->
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-    from firmware.mqtt import MqttConfigError
+    from firmware.mqtt import MqttConfigError, configure_auth
 
     s = config.mqtt
     if s is None:
@@ -155,16 +155,7 @@ def check_broker(config: Config, timeout_s: float = DEFAULT_BROKER_TIMEOUT_S) ->
         done.set()
 
     try:
-        if s.username:
-            client.username_pw_set(s.username, s.read_password())
-        if s.uses_tls:
-            client.tls_set(
-                ca_certs=str(s.ca_file) if s.ca_file else None,
-                certfile=str(s.cert_file) if s.cert_file else None,
-                keyfile=str(s.key_file) if s.key_file else None,
-            )
-            if s.tls_insecure:
-                client.tls_insecure_set(True)
+        configure_auth(client, s)
     except (MqttConfigError, ValueError, OSError) as err:  # ssl.SSLError is an OSError
         return _fail(f"{where}: {err}")
     client.on_connect = on_connect

@@ -125,6 +125,23 @@ class MqttSettings:
         return None
 
 
+def configure_auth(client: mqtt.Client, s: MqttSettings) -> None:
+    """Set the username/password and TLS of ``s`` on ``client``.
+
+    Raises MqttConfigError (the password file/env), ValueError or OSError (ssl.SSLError: the certificates).
+    """
+    if s.username:
+        client.username_pw_set(s.username, s.read_password())
+    if s.uses_tls:
+        client.tls_set(
+            ca_certs=str(s.ca_file) if s.ca_file else None,
+            certfile=str(s.cert_file) if s.cert_file else None,
+            keyfile=str(s.key_file) if s.key_file else None,
+        )
+        if s.tls_insecure:
+            client.tls_insecure_set(True)
+
+
 def topic_for(sighting: Sighting, prefix: str = DEFAULT_PREFIX, precision: int = DEFAULT_TOPIC_PRECISION) -> str:
     """The region topic of a sighting: the camera's estimate when there is one, else the rider's position."""
     where = sighting.estimate if sighting.estimate is not None else sighting.observer
@@ -190,16 +207,7 @@ class MqttPublisher:
         s = self.settings
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=MQTTProtocolVersion.MQTTv5)
         client.enable_logger(logging.getLogger(__name__ + ".paho"))
-        if s.username:
-            client.username_pw_set(s.username, s.read_password())
-        if s.uses_tls:
-            client.tls_set(
-                ca_certs=str(s.ca_file) if s.ca_file else None,
-                certfile=str(s.cert_file) if s.cert_file else None,
-                keyfile=str(s.key_file) if s.key_file else None,
-            )
-            if s.tls_insecure:
-                client.tls_insecure_set(True)
+        configure_auth(client, s)
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
         client.max_inflight_messages_set(s.max_inflight)
         will = json.dumps({"device": self.device_id, "state": "offline", "reason": "connection lost"})
