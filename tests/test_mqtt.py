@@ -170,8 +170,12 @@ def test_process_restart_delivers_what_the_last_one_could_not(broker_factory: An
             sub.close()
 
 
-def status_of(port: int, topic: str, want: str, timeout: float = 5.0) -> Any:
-    """What a late subscriber gets first (the retained status), once its state is ``want``."""
+def status_of(port: int, topic: str, want: str, timeout: float = 5.0, key: str | None = None) -> Any:
+    """What a late subscriber gets first (the retained status), once its state is ``want``.
+
+    With ``key``, wait also until the retained status carries that field: the bare status sent
+    on connect may still be the retained one when a later ``publish_status`` is in flight.
+    """
     deadline = time.monotonic() + timeout
     while True:
         sub = Subscriber(port, topic, qos=1)
@@ -182,7 +186,7 @@ def status_of(port: int, topic: str, want: str, timeout: float = 5.0) -> Any:
         retained = [m for m in msgs if m.retain]  # a status sent while we subscribed may come live too
         if retained:
             body = json.loads(retained[0].payload)
-            if body["state"] == want:
+            if body["state"] == want and (key is None or key in body):
                 return body
         if time.monotonic() > deadline:
             raise AssertionError(f"no retained status {want!r} on {topic}; got {[m.payload for m in msgs]}")
@@ -216,7 +220,7 @@ def test_retained_status_and_will_offline_when_the_process_dies(broker: Broker, 
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == b"ready"
-        body = status_of(broker.port, topic, "online")  # a late subscriber gets the last status
+        body = status_of(broker.port, topic, "online", key="ride")  # a late subscriber gets the last status
         assert body == {"device": DEVICE, "state": "online", "ride": "on", "time_s": body["time_s"]}
         watcher = Subscriber(broker.port, topic, qos=1)
         watcher.wait_for(1)
@@ -237,7 +241,7 @@ def test_clean_close_leaves_status_offline(broker: Broker, outbox: Outbox) -> No
     pub.start()
     assert pub.wait_connected(5)
     pub.publish_status({"outbox": 0})
-    assert status_of(broker.port, pub.status_topic, "online")["outbox"] == 0
+    assert status_of(broker.port, pub.status_topic, "online", key="outbox")["outbox"] == 0
     pub.close()
     assert status_of(broker.port, pub.status_topic, "offline")["reason"] == "stopped"
 
