@@ -3,12 +3,14 @@
 A sighting is published on a topic that names its region at every geohash precision
 from 1 up to the chosen one, one MQTT level per prefix::
 
-    >>> sighting_topic("sousveil/v1", 57.64911, 10.40744)
-    'sousveil/v1/sightings/u/u4/u4p/u4pr/u4pru'
+    >>> sighting_topic("sousveil/v1", 57.64911, 10.40744, "3f9a1c0e5b7d2468")
+    'sousveil/v1/sightings/u/u4/u4p/u4pr/u4pru/3f9a1c0e5b7d2468'
 
 so that a subscriber takes a region with one wildcard subscription at the size it wants,
-e.g. ``sousveil/v1/sightings/u/u4/u4p/u4pr/#`` (a cell of about 39 x 20 km). See
-docs/sighting.md for why the levels repeat the prefix instead of one character each.
+e.g. ``sousveil/v1/sightings/u/u4/u4p/u4pr/#`` (a cell of about 39 x 20 km). The last level
+is the publishing device's id, so that a broker ACL can let each account write under its
+own id only (deploy/broker/). See docs/sighting.md for why the levels repeat the prefix
+instead of one character each.
 """
 
 from __future__ import annotations
@@ -158,10 +160,32 @@ def region_levels(geohash: str) -> str:
     return "/".join(geohash[:i] for i in range(1, len(geohash) + 1))
 
 
-def sighting_topic(prefix: str, lat: float, lon: float, precision: int = DEFAULT_TOPIC_PRECISION) -> str:
-    """The topic for a sighting at (lat, lon) degrees: ``{prefix}/sightings/u/u3/u33/u33d/u33db``."""
+def sighting_topic(prefix: str, lat: float, lon: float, device: str, precision: int = DEFAULT_TOPIC_PRECISION) -> str:
+    """The topic for a sighting at (lat, lon) degrees: ``{prefix}/sightings/u/u3/u33/u33d/u33db/{device}``."""
     _check_prefix(prefix)
-    return f"{prefix}/sightings/{region_levels(encode(lat, lon, precision))}"
+    return f"{prefix}/sightings/{region_levels(encode(lat, lon, precision))}/{_check_device(device)}"
+
+
+def parse_sighting_topic(prefix: str, topic: str) -> tuple[str, str]:
+    """(geohash, device) of a sighting topic; ValueError naming the problem when it is not one.
+
+    >>> parse_sighting_topic("sousveil/v1", "sousveil/v1/sightings/u/u4/u4p/3f9a1c0e5b7d2468")
+    ('u4p', '3f9a1c0e5b7d2468')
+    """
+    head = f"{_check_prefix(prefix)}/sightings/"
+    if not topic.startswith(head):
+        raise ValueError(f"topic {topic[:80]!r} is not under {head!r}")
+    levels = topic[len(head) :].split("/")
+    if len(levels) < 2:
+        raise ValueError(f"topic {topic[:80]!r} has no region and device levels")
+    *cells, device = levels
+    cell = cells[-1]
+    if any(c != cell[: i + 1] for i, c in enumerate(cells)) or len(cell) != len(cells):
+        raise ValueError(f"topic {topic[:80]!r}: region levels must be the prefixes of one geohash, e.g. u/u3/u33")
+    try:
+        return _check_hash(cell), _check_device(device)
+    except ValueError as e:
+        raise ValueError(f"topic {topic[:80]!r}: {e}") from None
 
 
 def region_filter(prefix: str, geohash: str) -> str:
@@ -173,8 +197,12 @@ def region_filter(prefix: str, geohash: str) -> str:
 def status_topic(prefix: str, device: str) -> str:
     """The (retained) status topic of one device: ``{prefix}/status/{device}``."""
     _check_prefix(prefix)
+    return f"{prefix}/status/{_check_device(device)}"
+
+
+def _check_device(device: str) -> str:
     if not isinstance(device, str) or not 1 <= len(device) <= MAX_DEVICE_LEN:
         raise ValueError(f"device id must be a str of 1..{MAX_DEVICE_LEN} characters")
     if not device.isascii() or not all(c.isalnum() or c in "-_" for c in device):
         raise ValueError(f"device id {device!r} must be ASCII letters, digits, '-' or '_' (no MQTT '/', '+', '#')")
-    return f"{prefix}/status/{device}"
+    return device

@@ -143,9 +143,10 @@ def configure_auth(client: mqtt.Client, s: MqttSettings) -> None:
 
 
 def topic_for(sighting: Sighting, prefix: str = DEFAULT_PREFIX, precision: int = DEFAULT_TOPIC_PRECISION) -> str:
-    """The region topic of a sighting: the camera's estimate when there is one, else the rider's position."""
+    """The region topic of a sighting: the camera's estimate when there is one, else the rider's
+    position; the last level is the sighting's device id (the broker's ACL binds it to the account)."""
     where = sighting.estimate if sighting.estimate is not None else sighting.observer
-    return sighting_topic(prefix, where.lat_deg, where.lon_deg, precision)
+    return sighting_topic(prefix, where.lat_deg, where.lon_deg, sighting.device, precision)
 
 
 @dataclass(frozen=True, slots=True)

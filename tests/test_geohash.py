@@ -7,7 +7,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware import geohash
-from firmware.geohash import decode, encode, neighbours, region_filter, sighting_topic, status_topic
+from firmware.geohash import (
+    decode,
+    encode,
+    neighbours,
+    parse_sighting_topic,
+    region_filter,
+    sighting_topic,
+    status_topic,
+)
+
+DEV = "3f9a1c0e5b7d2468"
 
 
 @pytest.mark.parametrize(
@@ -80,9 +90,10 @@ def test_neighbours_wrap_antimeridian_and_stop_at_poles() -> None:
 
 
 def test_topic_layout() -> None:
-    topic = sighting_topic("sousveil/v1", 57.64911, 10.40744)
-    assert topic == "sousveil/v1/sightings/u/u4/u4p/u4pr/u4pru"
-    assert sighting_topic("sousveil/v1", 57.64911, 10.40744, precision=2) == "sousveil/v1/sightings/u/u4"
+    topic = sighting_topic("sousveil/v1", 57.64911, 10.40744, DEV)
+    assert topic == f"sousveil/v1/sightings/u/u4/u4p/u4pr/u4pru/{DEV}"
+    assert sighting_topic("sousveil/v1", 57.64911, 10.40744, DEV, precision=2) == f"sousveil/v1/sightings/u/u4/{DEV}"
+    assert parse_sighting_topic("sousveil/v1", topic) == ("u4pru", DEV)
     assert region_filter("sousveil/v1", "u4p") == "sousveil/v1/sightings/u/u4/u4p/#"
     assert status_topic("sousveil/v1", "3f9a1c0e5b7d2468") == "sousveil/v1/status/3f9a1c0e5b7d2468"
 
@@ -100,7 +111,7 @@ def _matches(topic_filter: str, topic: str) -> bool:
 
 @given(st.floats(-90, 90, allow_nan=False), st.floats(-180, 180, allow_nan=False), st.integers(1, 5))
 def test_a_region_filter_takes_exactly_its_cell(lat: float, lon: float, precision: int) -> None:
-    topic = sighting_topic("sousveil/v1", lat, lon)
+    topic = sighting_topic("sousveil/v1", lat, lon, DEV)
     cell = encode(lat, lon, precision)
     assert _matches(region_filter("sousveil/v1", cell), topic)
     for other in neighbours(cell).values():
@@ -121,12 +132,18 @@ def test_a_region_filter_takes_exactly_its_cell(lat: float, lon: float, precisio
         (lambda: decode("u4a"), "alphabet"),
         (lambda: decode("u4pruydqqvjxx"), "geohash"),
         (lambda: neighbours("ail"), "alphabet"),
-        (lambda: sighting_topic("sousveil/#", 0, 0), "wildcards"),
-        (lambda: sighting_topic("/sousveil", 0, 0), "start or end"),
-        (lambda: sighting_topic("", 0, 0), "non-empty"),
+        (lambda: sighting_topic("sousveil/#", 0, 0, DEV), "wildcards"),
+        (lambda: sighting_topic("/sousveil", 0, 0, DEV), "start or end"),
+        (lambda: sighting_topic("", 0, 0, DEV), "non-empty"),
         (lambda: status_topic("sousveil/v1", "a/b"), "device id"),
         (lambda: status_topic("sousveil/v1", ""), "device id"),
         (lambda: status_topic("sousveil/v1", "+"), "device id"),
+        (lambda: sighting_topic("sousveil/v1", 0, 0, "a/b"), "device id"),
+        (lambda: parse_sighting_topic("sousveil/v1", "other/v1/sightings/u/u4/" + DEV), "not under"),
+        (lambda: parse_sighting_topic("sousveil/v1", "sousveil/v1/sightings/" + DEV), "no region"),
+        (lambda: parse_sighting_topic("sousveil/v1", "sousveil/v1/sightings/u/x4/" + DEV), "prefixes of one geohash"),
+        (lambda: parse_sighting_topic("sousveil/v1", "sousveil/v1/sightings/u/ua/" + DEV), "alphabet"),
+        (lambda: parse_sighting_topic("sousveil/v1", "sousveil/v1/sightings/u/u4/a+b"), "device id"),
     ],
 )
 def test_bad_input_is_a_clear_value_error(call: object, message: str) -> None:

@@ -76,7 +76,7 @@ def test_submitted_sighting_arrives_on_its_region_topic_as_to_json_bytes(broker:
         s = sighting(0)
         assert pub.submit(s)
         (msg,) = sub.wait_for(1)
-        assert msg.topic == topic_for(s) == "sousveil/v1/sightings/u/u3/u33/u33d/u33dc"
+        assert msg.topic == topic_for(s) == f"sousveil/v1/sightings/u/u3/u33/u33d/u33dc/{s.device}"
         assert msg.payload == to_json(s)
         assert msg.qos == 1
         assert not msg.retain
