@@ -2,7 +2,7 @@
 
 Frozen dataclasses with units in their field names; ``to_json`` writes the wire form and
 ``from_json`` reads it back, strictly, with the standard library only (it runs on the Pi).
-docs/sighting.schema.json is the same contract as a JSON Schema; the tests hold the two
+firmware/sighting.schema.json is the same contract as a JSON Schema; the tests hold the two
 together. Values are stored at the precision they are published with (lat/lon 1e-7 degrees,
 metres and degrees 0.1, score 0.001), so a sighting survives a round trip unchanged.
 

@@ -1,4 +1,4 @@
-"""The sighting contract: firmware.sighting and docs/sighting.schema.json must agree.
+"""The sighting contract: firmware.sighting and firmware/sighting.schema.json must agree.
 
 Every message either passes both the JSON Schema (draft 2020-12, formats checked) and
 ``from_json``, or is refused by both. The schema side parses strictly first: NaN and
@@ -40,7 +40,7 @@ from firmware.sighting import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_DOC = json.loads((ROOT / "docs" / "sighting.schema.json").read_text(encoding="utf-8"))
+SCHEMA_DOC = json.loads((ROOT / "firmware" / "sighting.schema.json").read_text(encoding="utf-8"))
 VALIDATOR = Draft202012Validator(SCHEMA_DOC, format_checker=Draft202012Validator.FORMAT_CHECKER)
 T0 = datetime(2025, 6, 1, 8, 30, 0, 250_000, tzinfo=UTC)
 
