@@ -463,6 +463,12 @@ def from_json(data: bytes | str) -> Sighting:
         raise
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise SightingError("", f"message is not UTF-8 JSON: {e}") from None
+    return from_obj(obj)
+
+
+def from_obj(obj: object) -> Sighting:
+    """Check one message already parsed from JSON (by a parser that refused repeated keys);
+    ``from_json`` is this after the size and JSON checks. SightingError names the field."""
     top = _members(obj, "", _REQUIRED, _OPTIONAL)
     args = dict(top)
     args["observer"] = _parse_part(Position, top["observer"], "observer")
@@ -498,6 +504,7 @@ __all__ = [
     "coarsen_time",
     "format_utc",
     "from_json",
+    "from_obj",
     "new_id",
     "parse_utc",
     "suggested_tags",

@@ -155,7 +155,7 @@ CREATE TABLE IF NOT EXISTS sightings (
     received_utc TEXT NOT NULL,
     entity_id TEXT
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sightings_pending ON sightings (received_utc) WHERE entity_id IS NULL;
+CREATE INDEX IF NOT EXISTS sightings_pending ON sightings (first_utc, id) WHERE entity_id IS NULL;
 CREATE INDEX IF NOT EXISTS sightings_entity ON sightings (entity_id) WHERE entity_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS entities (
     rid INTEGER PRIMARY KEY,
@@ -340,7 +340,7 @@ class SqliteStore:
     def pending(self, limit: int = 10_000) -> list[SightingRow]:
         rows = self._read(
             "SELECT id, device, first_utc, last_utc, label, score, frames, obs, est, direction, rays, entity_id"
-            " FROM sightings WHERE entity_id IS NULL ORDER BY received_utc, id LIMIT ?",
+            " FROM sightings WHERE entity_id IS NULL ORDER BY first_utc, id LIMIT ?",
             (limit,),
         )
         return [_sighting_row(r) for r in rows]

@@ -1,0 +1,252 @@
+"""``sousveil map``: run the subscriber, import sightings from a file, fuse, export, serve the web map.
+
+Every subcommand takes ``--store`` (default ``$SOUSVEIL_STATE_DIR/map.db``, else
+``~/.local/state/sousveil/map.db``). Errors are one line, ``sousveil map: <problem>``, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware.config import default_state_dir
+from firmware.mqtt import DEFAULT_PREFIX, MqttConfigError, MqttSettings
+from mapper.export import FORMATS, ExportError, export
+from mapper.fusion import Fusion
+from mapper.store import SqliteStore, StoreError
+from mapper.subscriber import DEFAULT_GROUP, MapSubscriber, SubscriberSettings
+from mapper.validate import Rejected, RejectLog, validate
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ERROR = 0, 2
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("map", help="the map side: subscribe to sightings, fuse them into cameras, export, serve")
+    cmds = p.add_subparsers(dest="map_command", required=True, metavar="MAP_COMMAND")
+
+    def store_arg(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--store", type=Path, default=None, help="the map database (default: STATE_DIR/map.db)")
+
+    r = cmds.add_parser("run", help="subscribe to the broker and build the map until stopped (SIGTERM/Ctrl-C)")
+    store_arg(r)
+    r.add_argument("--host", default="localhost")
+    r.add_argument("--port", type=int, default=None, help="default 1883, or 8883 with --tls/--ca-file")
+    r.add_argument("--username")
+    r.add_argument("--password-file", type=Path, help="a file whose first line is the password")
+    r.add_argument("--password-env", help="an environment variable that holds the password")
+    r.add_argument("--tls", action="store_true", help="TLS with the system's CA certificates")
+    r.add_argument("--ca-file", type=Path, help="TLS with this CA certificate (PEM)")
+    r.add_argument("--client-id", default="", help="stable id: the broker keeps this mapper's session")
+    r.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
+    r.add_argument("--region", action="append", default=[], metavar="GEOHASH", help="take only this cell (repeat)")
+    r.add_argument("--group", default=DEFAULT_GROUP, help=f"MQTT v5 share group (default {DEFAULT_GROUP})")
+    r.add_argument("--no-share", action="store_true", help="a plain subscription: this mapper gets every message")
+    r.add_argument("--stats-every", type=float, default=60.0, help="log counts every N seconds (0: never)")
+
+    i = cmds.add_parser("import", help="ingest sightings from JSON-lines files (the device's file sink)")
+    store_arg(i)
+    i.add_argument("files", nargs="+", type=Path)
+
+    f = cmds.add_parser("fuse", help="fuse every pending sighting now")
+    store_arg(f)
+
+    e = cmds.add_parser("export", help="write the map: GeoJSON, OSM review file (JOSM), CSV or KML")
+    store_arg(e)
+    e.add_argument("out", help="output file, or - for standard output")
+    e.add_argument("--format", choices=FORMATS, default=None, help="default: from the file's suffix")
+    e.add_argument("--rays", action="store_true", help="GeoJSON: add each entity's bearing rays")
+    e.add_argument("--min-confidence", type=float, default=None, help="leave out less sure cameras (OSM default 0.5)")
+    e.add_argument("--include-observer", action="store_true", help="OSM: also cameras the rays could not place")
+
+    s = cmds.add_parser("serve", help="a web map (Leaflet) and a GeoJSON API on a small HTTP server")
+    store_arg(s)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--tile-url", default="", help="e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: none)")
+    s.add_argument("--attribution", default="", help="tile attribution (OSM tiles need one)")
+
+    t = cmds.add_parser("stats", help="counts: sightings, pending, entities, rejected messages per reason")
+    store_arg(t)
+
+
+def _store(args: argparse.Namespace) -> SqliteStore:
+    return SqliteStore(args.store or default_state_dir() / "map.db")
+
+
+def run(args: argparse.Namespace) -> int:
+    handlers = {
+        "run": cmd_run,
+        "import": cmd_import,
+        "fuse": cmd_fuse,
+        "export": cmd_export,
+        "serve": cmd_serve,
+        "stats": cmd_stats,
+    }
+    try:
+        return handlers[args.map_command](args)
+    except (StoreError, ExportError, MqttConfigError, ValueError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"sousveil map: {err}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    tls = args.tls or args.ca_file is not None
+    settings = MqttSettings(
+        host=args.host,
+        port=args.port or (8883 if tls else 1883),
+        client_id=args.client_id,
+        username=args.username,
+        password_file=args.password_file,
+        password_env=args.password_env,
+        tls=tls,
+        ca_file=args.ca_file,
+        topic_prefix=args.prefix,
+        session_expiry_s=7 * 86400,
+    )
+    sub_settings = SubscriberSettings(regions=tuple(args.region), group=None if args.no_share else args.group)
+    store = _store(args)
+    sub = MapSubscriber(settings, store, sub_settings)
+    stop = _stop_on_signals()
+    sub.start()
+    print(f"sousveil map: subscribing to {', '.join(sub_settings.filters(args.prefix))} on {args.host}:{settings.port}")
+    last = time.monotonic()
+    try:
+        while not stop.wait(1.0):
+            if args.stats_every and time.monotonic() - last >= args.stats_every:
+                c = sub.counters
+                log.warning(
+                    "received %d, stored %d, duplicates %d, rejected %d, fused %d",
+                    c.received,
+                    c.stored,
+                    c.duplicates,
+                    c.rejected,
+                    c.fused,
+                )
+                last = time.monotonic()
+    finally:
+        sub.close()
+        store.close()
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Each line a sighting as the device's file sink writes it; its topic is rebuilt from it."""
+    from firmware.mqtt import topic_for
+    from firmware.sighting import SightingError, from_json
+
+    store = _store(args)
+    rejects = RejectLog()
+    stored = dups = 0
+    try:
+        for path in args.files:
+            with path.open("rb") as fh:
+                batch = []
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    where = f"{path}:{n}"
+                    try:
+                        topic = topic_for(from_json(line.strip()), args_prefix(args))
+                    except SightingError as e:
+                        rejects.add(Rejected("contract", str(e)), where)
+                        continue
+                    result = validate(topic, line.strip())
+                    if isinstance(result, Rejected):
+                        rejects.add(result, where)
+                    else:
+                        batch.append(result)
+                new = store.add_sightings(batch)
+                stored += sum(new)
+                dups += len(new) - sum(new)
+        store.add_rejections(rejects.take())
+        fused = Fusion(store).run()
+        refused = sum(rejects.total.values())
+        print(f"imported {stored} sightings ({dups} already known, {refused} refused); fused {fused}")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def args_prefix(args: argparse.Namespace) -> str:
+    return str(getattr(args, "prefix", DEFAULT_PREFIX))
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        t0 = time.perf_counter()
+        n = Fusion(store).run()
+        print(f"fused {n} sightings in {time.perf_counter() - t0:.1f} s; {store.stats()['entities']} cameras")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    fmt = args.format
+    if fmt is None:
+        if args.out == "-":
+            raise ValueError("--format is needed when writing to standard output")
+        suffix = Path(args.out).suffix.lower().lstrip(".")
+        fmt = {"json": "geojson", "geojson": "geojson", "osm": "osm", "csv": "csv", "kml": "kml"}.get(suffix)
+        if fmt is None:
+            raise ValueError(f"cannot tell the format from {args.out!r}: use --format {'|'.join(FORMATS)}")
+    min_conf = args.min_confidence if args.min_confidence is not None else (0.5 if fmt == "osm" else 0.0)
+    store = _store(args)
+    try:
+        out = sys.stdout if args.out == "-" else Path(args.out)
+        n = export(store, fmt, out, rays=args.rays, min_confidence=min_conf, include_observer=args.include_observer)
+    finally:
+        store.close()
+    if args.out != "-":
+        print(f"wrote {n} cameras to {args.out} ({fmt})")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mapper.web.server import serve
+
+    store = _store(args)
+    server = serve(store, host=args.host, port=args.port, tile_url=args.tile_url, attribution=args.attribution)
+    stop = _stop_on_signals()
+    thread = threading.Thread(target=server.serve_forever, name="map-http", daemon=True)
+    thread.start()
+    print(f"sousveil map: serving {server.url}")
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+        store.close()
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        for key, value in store.stats().items():
+            print(f"{key} {value}")
+    finally:
+        store.close()
+    return EXIT_OK

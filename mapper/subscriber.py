@@ -1,0 +1,257 @@
+"""The mapper's MQTT side: subscribe to sightings, validate, store, acknowledge, fuse.
+
+paho-mqtt 2.x, MQTT v5, QoS 1. Nothing is lost between the broker and the store:
+
+- the session is persistent (clean start off, a session expiry), so the broker queues
+  sightings while the mapper is down;
+- acknowledgements are manual: a PUBACK goes back only after the message's batch is
+  committed to SQLite (or the message was refused and counted), so a crash before the
+  commit makes the broker deliver it again; the store ignores ids it has;
+- Receive Maximum caps the unacknowledged messages the broker sends, so a slow disk slows
+  the broker down instead of filling memory.
+
+With a share group (default ``sousveil-mapper``) the subscriptions are MQTT v5 shared
+subscriptions, ``$share/<group>/<filter>``: every mapper process in the group gets a part of
+the messages, so several processes (or hosts writing to one PostGIS) split a busy broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from firmware import geohash
+from firmware.mqtt import MqttSettings, configure_auth
+from firmware.sighting import Sighting
+from mapper.fusion import Fusion
+from mapper.store import Store
+from mapper.validate import Rejected, RejectLog, validate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "sousveil-mapper"
+
+
+@dataclass(frozen=True)
+class SubscriberSettings:
+    """What to take from the broker and how fast to work it.
+
+    ``regions`` are geohash cells (any precision, e.g. ``u33d`` for a city); empty takes
+    every region. ``group`` names the share group; None subscribes plainly (every mapper
+    gets every message). ``receive_maximum`` caps unacknowledged messages in flight to us.
+    """
+
+    regions: tuple[str, ...] = ()
+    group: str | None = DEFAULT_GROUP
+    receive_maximum: int = 1000
+    batch: int = 500
+    fuse_every_s: float = 2.0
+    fuse_batch: int = 5_000
+
+    def __post_init__(self) -> None:
+        for cell in self.regions:
+            geohash.bounds(cell)  # ValueError naming a bad cell
+        if self.group is not None and (not self.group or any(c in self.group for c in "/+#")):
+            raise ValueError(f"share group {self.group!r} must be a non-empty name without '/', '+' or '#'")
+        if not 1 <= self.receive_maximum <= 65535:
+            raise ValueError(f"receive_maximum must be 1..65535, got {self.receive_maximum}")
+
+    def filters(self, prefix: str) -> list[str]:
+        """The topic filters to subscribe to, shared when there is a group."""
+        plain = [geohash.region_filter(prefix, c) for c in self.regions] or [f"{prefix}/sightings/#"]
+        return [f"$share/{self.group}/{f}" if self.group else f for f in plain]
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    fused: int = 0
+
+
+class MapSubscriber:
+    """Runs the paho client and one ingest thread; :meth:`close` drains, fuses and stops."""
+
+    def __init__(
+        self,
+        mqtt_settings: MqttSettings,
+        store: Store,
+        settings: SubscriberSettings = SubscriberSettings(),
+        on_stored: Callable[[Sequence[Sighting]], None] | None = None,
+    ) -> None:
+        self.mqtt = mqtt_settings
+        self.store = store
+        self.settings = settings
+        self.fusion = Fusion(store)
+        self.counters = Counters()
+        self.rejects = RejectLog()
+        self._on_stored = on_stored
+        self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="mapper-ingest", daemon=True)
+        self.last_error: str | None = None
+        client_id = mqtt_settings.client_id or f"sousveil-mapper-{int(time.time() * 1000) % 10**9}"
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        configure_auth(self._client, mqtt_settings)
+        self._client.reconnect_delay_set(mqtt_settings.reconnect_min_s, mqtt_settings.reconnect_max_s)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    # -- paho's thread ------------------------------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, props: Properties | None
+    ) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker {self.mqtt.host}:{self.mqtt.port} refused the connection: {reason}"
+            log.error("%s", self.last_error)
+            return
+        self.last_error = None
+        self._connected.set()
+        opts = SubscribeOptions(qos=1)
+        filters = self.settings.filters(self.mqtt.topic_prefix)
+        client.subscribe([(f, opts) for f in filters])
+        log.info("connected to %s:%d, subscribing to %s", self.mqtt.host, self.mqtt.port, ", ".join(filters))
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Properties | None
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            self.last_error = f"the broker refused the subscription: {', '.join(refused)} (check the account's ACL)"
+            log.error("%s", self.last_error)
+        else:
+            self._subscribed.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        self._connected.clear()
+        self._subscribed.clear()
+        if not self._stop.is_set():
+            log.warning(
+                "disconnected from %s:%d: %s; the broker keeps our session", self.mqtt.host, self.mqtt.port, reason
+            )
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(msg)
+
+    # -- the ingest thread ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        last_fuse = time.monotonic()
+        while True:
+            batch = self._take()
+            if batch:
+                self._ingest(batch)
+            now = time.monotonic()
+            if now - last_fuse >= self.settings.fuse_every_s or (self._stop.is_set() and not batch):
+                self._fuse()
+                last_fuse = now
+            if self._stop.is_set() and not batch and self._queue.empty():
+                return
+
+    def _take(self) -> list[mqtt.MQTTMessage]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        while len(batch) < self.settings.batch:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _ingest(self, batch: list[mqtt.MQTTMessage]) -> None:
+        good: list[Sighting] = []
+        for msg in batch:
+            result = validate(msg.topic, bytes(msg.payload), self.mqtt.topic_prefix)
+            if isinstance(result, Rejected):
+                self.rejects.add(result, msg.topic)
+            else:
+                good.append(result)
+        new = self.store.add_sightings(good) if good else []
+        stored = [s for s, is_new in zip(good, new, strict=True) if is_new]
+        dups = len(good) - len(stored)
+        if dups:
+            self.rejects.total["duplicate"] += dups
+        self.store.add_rejections(self.rejects.take() | ({"duplicate": dups} if dups else {}))
+        for msg in batch:  # committed (or refused): now the broker may forget them
+            if msg.qos > 0:
+                self._client.ack(msg.mid, msg.qos)
+        c = self.counters
+        c.received += len(batch)
+        c.stored += len(stored)
+        c.duplicates += dups
+        c.rejected += len(batch) - len(good)
+        if stored and self._on_stored is not None:
+            self._on_stored(stored)
+
+    def _fuse(self) -> None:
+        try:
+            n = self.fusion.step(self.settings.fuse_batch)
+            while n:
+                self.counters.fused += n
+                n = self.fusion.step(self.settings.fuse_batch)
+        except Exception:  # a bug in fusion must not stop ingest: sightings stay pending
+            log.exception("fusion failed; the sightings stay pending and are tried again")
+
+    # -- the API ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.mqtt.session_expiry_s
+        props.ReceiveMaximum = self.settings.receive_maximum
+        self._worker.start()
+        self._client.connect_async(
+            self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    def wait_subscribed(self, timeout: float = 10.0) -> bool:
+        return self._subscribed.wait(timeout)
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing pending fusion (for tests and the benchmark)."""
+        return self._queue.empty() and self.store.stats()["pending"] == 0
+
+    def close(self) -> None:
+        """Disconnect (the session stays on the broker), then store and fuse what had come.
+
+        Messages stored after the disconnect could not be acknowledged: the broker sends them
+        again next time and the store ignores them as duplicates.
+        """
+        self._stop.set()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._worker.join()

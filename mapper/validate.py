@@ -1,0 +1,178 @@
+"""Every message is checked before it may touch the map: size, strict JSON, the JSON Schema,
+the contract's own checks (firmware.sighting.from_json), then sane ranges and its topic.
+
+A message that fails is a :class:`Rejected` with a short ``reason`` (counted per reason) and
+a ``detail`` for the log; nothing here raises on bad input. Duplicates (a known sighting id)
+are the store's business: ``INSERT OR IGNORE`` on the id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Any, Final
+
+from fastjsonschema import JsonSchemaValueException
+
+from firmware import geohash
+from firmware.sighting import MAX_MESSAGE_BYTES, Sighting, SightingError, from_obj
+from mapper.store import distance_m
+
+log = logging.getLogger(__name__)
+
+EARLIEST_UTC: Final = datetime(2020, 1, 1, tzinfo=UTC)  # nothing was seen before sousveil existed
+MAX_FUTURE: Final = timedelta(minutes=10)  # device clocks drift; GPS-disciplined ones do not drift far
+MAX_PASS: Final = timedelta(minutes=30)  # one camera passed, not a day of riding
+MAX_RAY_SPREAD_M: Final = 500.0  # a pass lasts seconds: rays far apart are not one camera passed
+MAX_ESTIMATE_RANGE_M: Final = 300.0  # a camera the device could resolve is near the rider
+
+# the reasons, in the order of the checks (docs/mapper.md lists them)
+REASONS: Final = (
+    "topic",  # not a sighting topic (prefix/sightings/<geohash levels>/<device>)
+    "oversized",  # more than MAX_MESSAGE_BYTES
+    "json",  # not UTF-8 JSON, NaN/Infinity, a key twice
+    "schema",  # breaks firmware/sighting.schema.json
+    "contract",  # what the schema cannot say (from_json): dates, order of times, crop
+    "device",  # the message's device is not its topic's device
+    "region",  # the camera is not in the topic's geohash cell
+    "time",  # before 2020 or in the future
+    "impossible",  # a pass of hours, rays kilometres apart, an estimate far from the rider
+    "duplicate",  # a sighting id already stored (counted by the subscriber)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why a message was refused: ``reason`` one of REASONS, ``detail`` one line for the log."""
+
+    reason: str
+    detail: str
+
+
+def sighting_schema() -> dict[str, Any]:
+    """firmware/sighting.schema.json, shipped as package data."""
+    text = resources.files("firmware").joinpath("sighting.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def schema_validator() -> Callable[[Any], Any]:
+    """The sighting schema compiled to Python by fastjsonschema (about 0.1 ms a message where
+    jsonschema takes 2.5 ms); tests/test_mapper_validate.py holds its verdicts to jsonschema's."""
+    import fastjsonschema
+
+    return fastjsonschema.compile(sighting_schema())  # type: ignore[no-any-return]
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key[:40]!r} appears twice")
+        out[key] = value
+    return out
+
+
+def validate(
+    topic: str, payload: bytes, prefix: str = "sousveil/v1", now: datetime | None = None
+) -> Sighting | Rejected:
+    """The sighting in ``payload`` published on ``topic``, or why it is refused."""
+    try:
+        cell, topic_device = geohash.parse_sighting_topic(prefix, topic)
+    except ValueError as e:
+        return Rejected("topic", str(e))
+    if len(payload) > MAX_MESSAGE_BYTES:
+        return Rejected("oversized", f"{len(payload)} bytes, more than {MAX_MESSAGE_BYTES}")
+    try:
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError) as e:
+        return Rejected("json", f"not strict UTF-8 JSON: {str(e)[:200]}")
+    try:
+        schema_validator()(obj)
+    except JsonSchemaValueException as e:
+        return Rejected("schema", str(e.message)[:200])
+    try:
+        s = from_obj(obj)
+    except SightingError as e:
+        return Rejected("contract", str(e)[:300])
+    return _sane(s, cell, topic_device, now or datetime.now(UTC))
+
+
+def _sane(s: Sighting, cell: str, topic_device: str, now: datetime) -> Sighting | Rejected:  # noqa: PLR0911
+    if s.device != topic_device:
+        return Rejected("device", f"message device {s.device} published under device {topic_device}")
+    where = s.estimate if s.estimate is not None else s.observer
+    lat_lo, lat_hi, lon_lo, lon_hi = geohash.bounds(cell)
+    if not (lat_lo <= where.lat_deg <= lat_hi and lon_lo <= where.lon_deg <= lon_hi):
+        return Rejected("region", f"camera at {where.lat_deg:.5f},{where.lon_deg:.5f} is not in cell {cell}")
+    if s.first_seen_utc < EARLIEST_UTC or s.last_seen_utc > now + MAX_FUTURE:
+        return Rejected("time", f"seen {s.first_seen_utc:%Y-%m-%dT%H:%M:%SZ}..{s.last_seen_utc:%Y-%m-%dT%H:%M:%SZ}")
+    if s.last_seen_utc - s.first_seen_utc > MAX_PASS:
+        return Rejected("impossible", f"a pass of {s.last_seen_utc - s.first_seen_utc}")
+    obs = s.observer
+    for i, r in enumerate(s.rays):
+        if r.t_utc < s.first_seen_utc - MAX_PASS or r.t_utc > s.last_seen_utc + MAX_PASS:
+            return Rejected("impossible", f"rays[{i}] at {r.t_utc:%Y-%m-%dT%H:%M:%SZ} is outside the pass")
+        if distance_m(obs.lat_deg, obs.lon_deg, r.lat_deg, r.lon_deg) > MAX_RAY_SPREAD_M:
+            return Rejected("impossible", f"rays[{i}] is more than {MAX_RAY_SPREAD_M:g} m from the observer")
+    if s.estimate is not None:
+        d = distance_m(obs.lat_deg, obs.lon_deg, s.estimate.lat_deg, s.estimate.lon_deg)
+        if not math.isfinite(d) or d > MAX_ESTIMATE_RANGE_M:
+            return Rejected("impossible", f"estimate {d:.0f} m from the observer")
+    return s
+
+
+class RejectLog:
+    """Counts rejections per reason and logs them without letting a flood fill the log.
+
+    The first ``burst`` messages of a reason in each ``window_s`` are logged at WARNING; the
+    rest are counted and summarised once the window ends.
+    """
+
+    def __init__(self, burst: int = 5, window_s: float = 60.0, clock: Any = time.monotonic) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.total: Counter[str] = Counter()
+        self._unflushed: Counter[str] = Counter()
+        self._window: Counter[str] = Counter()
+        self._window_start = clock()
+
+    def add(self, rejected: Rejected, topic: str) -> None:
+        with self._lock:
+            now = self._clock()
+            if now - self._window_start >= self.window_s:
+                quiet = {k: v - self.burst for k, v in self._window.items() if v > self.burst}
+                if quiet:
+                    log.warning(
+                        "rejected %s more messages in the last %.0f s (not logged one by one)", quiet, self.window_s
+                    )
+                self._window.clear()
+                self._window_start = now
+            self.total[rejected.reason] += 1
+            self._unflushed[rejected.reason] += 1
+            self._window[rejected.reason] += 1
+            if self._window[rejected.reason] <= self.burst:
+                log.warning("rejected a message on %s: %s: %s", topic[:120], rejected.reason, rejected.detail)
+
+    def take(self) -> dict[str, int]:
+        """The counts since the last take (for the store's persistent totals)."""
+        with self._lock:
+            out = dict(self._unflushed)
+            self._unflushed.clear()
+            return out
