@@ -6,11 +6,14 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-# System packages the tests need: a venv, a real MQTT broker and a real gpsd (with gpsfake).
+# System packages the tests need: a venv, a real MQTT broker (and openssl for its TLS
+# certificates), a real gpsd (with gpsfake), and Chromium with its driver for the web map.
 need=()
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v gpsfake >/dev/null 2>&1 || need+=(gpsd gpsd-clients)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || need+=(chromium chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -143,7 +143,9 @@ def _route(rng: random.Random, blocks: int, block_m: float, n: int) -> list[tupl
     pts = [(i * block_m, j * block_m)]
     prev = None
     for _ in range(n):
-        moves = [(di, dj) for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)) if 0 <= i + di <= blocks and 0 <= j + dj <= blocks]
+        moves = [
+            (di, dj) for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)) if 0 <= i + di <= blocks and 0 <= j + dj <= blocks
+        ]
         if prev is not None and len(moves) > 1:
             moves = [m for m in moves if m != (-prev[0], -prev[1])]  # no U-turns
         di, dj = rng.choice(moves)
@@ -244,7 +246,9 @@ def _false_positive(rng: random.Random, frames: list[tuple[float, ...]], device:
     rng_m, rel = rng.uniform(12.0, 30.0), math.radians(h + rng.uniform(-25.0, 25.0))
     target = (x + rng_m * math.sin(rel), y + rng_m * math.cos(rel))
     ks = range(k0, min(len(frames), k0 + rng.randint(3, 8)))
-    rays = [_ray(rng, t0 + timedelta(seconds=frames[k][0]), frames[k], target, gps_sigma, heading_sigma, origin) for k in ks]
+    rays = [
+        _ray(rng, t0 + timedelta(seconds=frames[k][0]), frames[k], target, gps_sigma, heading_sigma, origin) for k in ks
+    ]
     return _sighting(rng, device, rays, rays[-1], rng.choice(LABELS), round(rng.uniform(0.3, 0.6), 3))
 
 
@@ -277,7 +281,9 @@ def score(world: World, entities: Sequence[Entity], gate_m: float = 10.0) -> Sco
     by_camera: dict[int, list[tuple[float, Entity]]] = defaultdict(list)
     false = []
     for e in entities:
-        d, c = min(((distance_m(e.lat_deg, e.lon_deg, c.lat_deg, c.lon_deg), c) for c in world.cameras), key=lambda x: x[0])
+        d, c = min(
+            ((distance_m(e.lat_deg, e.lon_deg, c.lat_deg, c.lon_deg), c) for c in world.cameras), key=lambda x: x[0]
+        )
         if d <= gate_m:
             by_camera[c.index].append((d, e))
         else:
