@@ -21,6 +21,7 @@ camera's sightings, what a map without rays would say).
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import uuid
@@ -157,7 +158,7 @@ def _route(rng: random.Random, blocks: int, block_m: float, n: int) -> list[tupl
 def _sample(route: list[tuple[float, float]], speed: float) -> list[tuple[float, float, float, float]]:
     out = []
     t = 0.0
-    for (x0, y0), (x1, y1) in zip(route, route[1:], strict=False):
+    for (x0, y0), (x1, y1) in itertools.pairwise(route):
         length = math.hypot(x1 - x0, y1 - y0)
         heading = math.degrees(math.atan2(x1 - x0, y1 - y0)) % 360.0
         steps = max(1, int(length / speed * FPS))
@@ -195,9 +196,20 @@ def _sighting(rng: random.Random, device: str, rays: list[Ray], best: Ray, label
     )
 
 
-def _passes(rng: random.Random, frames: list[tuple[float, ...]], cam_xy: np.ndarray, cameras: list[Camera],
-            device: str, t0: datetime, gps_sigma: float, heading_sigma: float, p_miss: float,
-            truth: dict[str, int | None], passes: dict[int, int], origin: tuple[float, float]) -> list[Sighting]:  # fmt: skip
+def _passes(
+    rng: random.Random,
+    frames: list[tuple[float, ...]],
+    cam_xy: np.ndarray,
+    cameras: list[Camera],
+    device: str,
+    t0: datetime,
+    gps_sigma: float,
+    heading_sigma: float,
+    p_miss: float,
+    truth: dict[str, int | None],
+    passes: dict[int, int],
+    origin: tuple[float, float],
+) -> list[Sighting]:
     xy = np.array([(f[1], f[2]) for f in frames])
     h = np.radians(np.array([f[3] for f in frames]))
     out = []
