@@ -19,9 +19,10 @@ is then re-fitted from all the rays of all its sightings:
   quadrature: within one pass GPS error is a common offset, across passes it averages out.
 - **Class**: a vote weighted by each sighting's score.
 - **Confidence**: grows with independent devices and, more slowly, with passes: each device
-  d contributes ``c_d = min(device_cap, 1 - prod(1 - pass_weight * score))`` over its passes,
-  and ``confidence = 1 - prod_d (1 - c_d)``. One device alone never exceeds ``device_cap``
-  (0.6): a camera becomes sure when different riders see it.
+  d contributes ``c_d = min(device_cap, 1 - prod(1 - w_k * score))`` over its passes (``w_k``
+  is ``pass_weight`` for its first pass, half that for the others), and
+  ``confidence = 1 - prod_d (1 - c_d)``. One device alone never exceeds ``device_cap`` (0.6):
+  a camera becomes sure when different riders see it.
 - **Stable ids**: a new entity draws a UUID4; it keeps it as sightings join. When two
   entities turn out to be one camera (their joint fit holds), the older id absorbs the
   younger, and the store keeps the younger as an alias.
@@ -334,10 +335,13 @@ def vote(sightings: Iterable[SightingRow]) -> dict[str, float]:
 
 
 def confidence(sightings: Iterable[SightingRow], cfg: FusionConfig = FusionConfig()) -> float:
-    """1 - prod over devices (1 - c_d); c_d = min(cap, 1 - prod over its passes (1 - w * score))."""
-    miss: dict[str, float] = defaultdict(lambda: 1.0)
+    """1 - prod over devices (1 - c_d); c_d = min(cap, 1 - prod over its passes (1 - w * score)),
+    where a device's passes after its first count half (w / 2): the same rider again is less
+    independent than another rider."""
+    miss: dict[str, float] = {}
     for s in sightings:
-        miss[s.device] *= 1.0 - cfg.pass_weight * s.score
+        w = cfg.pass_weight if s.device not in miss else cfg.pass_weight / 2
+        miss[s.device] = miss.get(s.device, 1.0) * (1.0 - w * s.score)
     none = 1.0
     for m in miss.values():
         none *= 1.0 - min(cfg.device_cap, 1.0 - m)
@@ -428,7 +432,11 @@ class _Step:
         if c in self.loaded:
             return
         self.loaded.add(c)
-        found = [e for e in self.store.entities_near(lat, lon, 3 * self.cfg.gate_m) if e.id not in self.work]
+        found = [
+            e
+            for e in self.store.entities_near(lat, lon, 3 * self.cfg.gate_m)
+            if e.id not in self.work and e.id not in self.merged  # merged away in this step: not yet deleted
+        ]
         if not found:
             return
         rows = self.store.sightings_of(e.id for e in found)

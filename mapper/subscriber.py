@@ -21,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,12 +37,13 @@ from firmware import geohash
 from firmware.mqtt import MqttSettings, configure_auth
 from firmware.sighting import Sighting
 from mapper.fusion import Fusion
-from mapper.store import Store
+from mapper.store import Store, StoreError
 from mapper.validate import Rejected, RejectLog, validate
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "sousveil-mapper"
+RETRY_S = 1.0  # after a failed write to the store
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,16 @@ class SubscriberSettings:
         """The topic filters to subscribe to, shared when there is a group."""
         plain = [geohash.region_filter(prefix, c) for c in self.regions] or [f"{prefix}/sightings/#"]
         return [f"$share/{self.group}/{f}" if self.group else f for f in plain]
+
+
+@dataclass
+class _Batch:
+    """Messages taken from the queue, checked once; kept until the store has them."""
+
+    messages: list[mqtt.MQTTMessage]
+    good: list[Sighting]
+    refused: Counter[str]
+    counted: bool = False  # the refusals are in the store's counts
 
 
 @dataclass
@@ -168,15 +180,28 @@ class MapSubscriber:
 
     def _work(self) -> None:
         last_fuse = time.monotonic()
+        retry: _Batch | None = None
         while True:
-            batch = self._take()
-            if batch:
-                self._ingest(batch)
+            batch = retry or self._checked(self._take())
+            retry = None
+            if batch.messages:
+                try:
+                    self._store(batch)
+                except StoreError as err:
+                    # a full disk, a locked or broken file: nothing is acknowledged, so nothing is
+                    # lost; the broker holds back (Receive Maximum) while we try again
+                    self.last_error = str(err)
+                    n = len(batch.messages)
+                    log.error("%s; %d messages wait unacknowledged, trying again in %.0f s", err, n, RETRY_S)
+                    retry = batch
+                    if self._stop.wait(RETRY_S):
+                        return
+                    continue
             now = time.monotonic()
-            if now - last_fuse >= self.settings.fuse_every_s or (self._stop.is_set() and not batch):
+            if now - last_fuse >= self.settings.fuse_every_s or (self._stop.is_set() and not batch.messages):
                 self._fuse()
                 last_fuse = now
-            if self._stop.is_set() and not batch and self._queue.empty():
+            if self._stop.is_set() and not batch.messages and self._queue.empty():
                 return
 
     def _take(self) -> list[mqtt.MQTTMessage]:
@@ -192,28 +217,38 @@ class MapSubscriber:
                 break
         return batch
 
-    def _ingest(self, batch: list[mqtt.MQTTMessage]) -> None:
+    def _checked(self, messages: list[mqtt.MQTTMessage]) -> _Batch:
         good: list[Sighting] = []
-        for msg in batch:
+        refused: Counter[str] = Counter()
+        for msg in messages:
             result = validate(msg.topic, bytes(msg.payload), self.mqtt.topic_prefix)
             if isinstance(result, Rejected):
                 self.rejects.add(result, msg.topic)
+                refused[result.reason] += 1
             else:
                 good.append(result)
-        new = self.store.add_sightings(good) if good else []
-        stored = [s for s, is_new in zip(good, new, strict=True) if is_new]
-        dups = len(good) - len(stored)
+        return _Batch(messages, good, refused)
+
+    def _store(self, batch: _Batch) -> None:
+        if not batch.counted:
+            self.store.add_rejections(batch.refused)
+            self.rejects.take()
+            batch.counted = True
+        new = self.store.add_sightings(batch.good) if batch.good else []
+        stored = [s for s, is_new in zip(batch.good, new, strict=True) if is_new]
+        dups = len(batch.good) - len(stored)
         if dups:
+            self.store.add_rejections({"duplicate": dups})
             self.rejects.total["duplicate"] += dups
-        self.store.add_rejections(self.rejects.take() | ({"duplicate": dups} if dups else {}))
-        for msg in batch:  # committed (or refused): now the broker may forget them
+        for msg in batch.messages:  # committed (or refused): now the broker may forget them
             if msg.qos > 0:
                 self._client.ack(msg.mid, msg.qos)
         c = self.counters
-        c.received += len(batch)
+        c.received += len(batch.messages)
         c.stored += len(stored)
         c.duplicates += dups
-        c.rejected += len(batch) - len(good)
+        c.rejected += len(batch.messages) - len(batch.good)
+        self.last_error = None
         if stored and self._on_stored is not None:
             self._on_stored(stored)
 
