@@ -10,9 +10,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from broker import cli as broker_cli
 from detector import DetectorConfig, DetectorError, TilingConfig, load_detector
 from detector.detection import Detection
 from firmware import replay_cli, run_cli
+from mapper import cli as map_cli
 
 log = logging.getLogger("sousveil")
 
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replay_cli.add_parser(sub)
     run_cli.add_parser(sub)
+    broker_cli.add_parser(sub)
+    map_cli.add_parser(sub)
 
     p = sub.add_parser("detect", help="find cameras in still images")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
@@ -283,7 +287,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         report("model", None, f"{model.spec.name} {model.spec.version}, {model.runtime}")
     except (DetectorError, ValueError) as err:
         report("model", str(err), "")
-    report("device", _writable(config.device.id_file), str(config.device.id_file))
+    if config.device.id is not None:
+        report("device", None, f"fixed id {config.device.id}")
+    else:
+        report("device", _writable(config.device.id_file), str(config.device.id_file))
     if config.mqtt is None:
         report("output", _writable(config.output.file), str(config.output.file))
     else:
@@ -322,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": cmd_check,
         "replay": replay_cli.run,
         "run": run_cli.run,
+        "broker": broker_cli.run,
+        "map": map_cli.run,
     }
     try:
         return handlers[args.command](args)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ FOCUS_MODES: tuple[Focus, ...] = ("far", "continuous", "fixed")
 WHEN_FULL: tuple[WhenFull, ...] = ("refuse", "drop_oldest")
 COARSE_TIME_MIN = (0, 1, 5, 15, 60)
 MAX_ZONES = 64
+_DEVICE_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class ConfigFileError(ValueError):
@@ -70,10 +72,15 @@ def default_state_dir() -> Path:
 
 @dataclass(frozen=True)
 class DeviceSettings:
-    """``id_file`` keeps the pseudonymous device id; a new one is drawn every ``rotate_days`` (0: never)."""
+    """``id_file`` keeps the pseudonymous device id; a new one is drawn every ``rotate_days`` (0: never).
+
+    ``id`` (16 lowercase hex digits) fixes the id instead, for a broker whose account is bound to it
+    (``sousveil broker add-device``); then ``id_file`` is not used and ``rotate_days`` must be 0.
+    """
 
     id_file: Path
     rotate_days: int = 0
+    id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -279,10 +286,20 @@ TABLES = ("device", "camera", "detector", "tracker", "gps", "mqtt", "outbox", "o
 
 
 def _device(r: _Reader, state: Path) -> DeviceSettings:
+    fixed = r.string("id", None)
+    if fixed is not None and not _DEVICE_ID.fullmatch(fixed):
+        raise r.error("id", f"expected 16 lowercase hex digits (from 'sousveil broker add-device'), got {fixed!r}")
     out = DeviceSettings(
         id_file=cast(Path, r.path("id_file", state / "device-id")),
         rotate_days=r.integer("rotate_days", 0, 0, 3650),
+        id=fixed,
     )
+    if fixed is not None and out.rotate_days > 0:
+        raise ConfigFileError(
+            r.source,
+            "device.id/rotate_days",
+            "a fixed id cannot rotate; set rotate_days = 0 (on an accounts broker rotate by re-enrolling the device)",
+        )
     r.done()
     return out
 

@@ -91,8 +91,10 @@ def read_config(path: Path | None) -> tuple[Config, Path]:
 
 
 def resolve_device_id(config: Config, err: TextIO | None = None, prog: str = "sousveil") -> str:
-    """The pseudonymous device id from ``[device]`` (id file, rotation); a one-off id, said on
-    ``err``, only when the id file cannot be written."""
+    """The pseudonymous device id from ``[device]``: the fixed ``id`` (bound to a broker account),
+    else the id file (rotation); a one-off id, said on ``err``, only when the id file cannot be written."""
+    if config.device.id is not None:
+        return config.device.id
     try:
         return device_id(config.device.id_file, config.device.rotate_days)
     except OSError as exc:

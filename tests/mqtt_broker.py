@@ -256,3 +256,117 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+# ---- the shipped map broker (deploy/broker/, issue 7): TLS, accounts, ACL ----
+
+
+class V5Client:
+    """A paho v5 client over TLS for the map broker tests: connect, publish QoS 1 and see the PUBACK's reason."""
+
+    def __init__(self, port: int, ca_file: Path | None, username: str | None = None, password: str | None = None):
+        self.port = port
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if ca_file is not None:
+            self.client.tls_set(ca_certs=str(ca_file))
+        self.connack: Any = None
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.acks: dict[int, Any] = {}
+        self._cond = threading.Condition()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connack = reason
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        with self._cond:
+            self.disconnected.set()
+            self._cond.notify_all()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        with self._cond:
+            self.acks[mid] = reason
+            self._cond.notify_all()
+
+    def connect(self, timeout: float = 5.0) -> Any:
+        """The CONNACK's reason code (``.is_failure``), or None when none came (TLS failed, closed)."""
+        self.client.reconnect_delay_set(60, 60)  # no retries inside a test
+        try:
+            self.client.connect("127.0.0.1", self.port, keepalive=10)
+        except OSError:
+            return None
+        self.client.loop_start()
+        self.connected.wait(timeout)
+        return self.connack
+
+    def publish(self, topic: str, payload: bytes | str, timeout: float = 5.0, retain: bool = False) -> Any:
+        """The PUBACK's reason code (ReasonCode), or None when no PUBACK came within ``timeout``."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        with self._cond:
+            self._cond.wait_for(lambda: info.mid in self.acks or self.disconnected.is_set(), timeout)
+            return self.acks.get(info.mid)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class MapBroker:
+    """The shipped deploy/broker/mosquitto.conf with TLS from make-ca.sh and accounts from ``sousveil broker``."""
+
+    def __init__(self, directory: Path, extra_conf: str = "") -> None:
+        from broker.accounts import BrokerAccounts
+        from broker.local import LocalBroker, make_tls
+
+        if MOSQUITTO is None:
+            pytest.skip("mosquitto is not installed (apt-get install mosquitto; scripts/test.sh does it)")
+        if OPENSSL is None:
+            pytest.skip("openssl is not installed (apt-get install openssl)")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.dir = directory
+        self.ca_file = make_tls(directory / "tls")
+        self.accounts = BrokerAccounts(directory)
+        self.secrets = directory / "enrol"
+        (directory / "passwd").touch(mode=0o640)
+        (directory / "acl").touch(mode=0o640)
+        self.broker = LocalBroker.shipped(directory, extra=extra_conf)
+        self.port = self.broker.port
+
+    def add_device(self, name: str) -> tuple[str, str]:
+        """(device id, password) of a new device account; call ``reload`` to apply."""
+        e = self.accounts.add_device(name, self.secrets)
+        return e.account.username, e.password_file.read_text().strip()
+
+    def add_reader(self, name: str) -> str:
+        return self.accounts.add_reader(name, self.secrets).password_file.read_text().strip()
+
+    def reload(self, timeout: float = 5.0) -> None:
+        """SIGHUP, then wait until mosquitto says it reloaded."""
+        mark = self.broker.log_size()
+        self.broker.reload()
+        if not self.broker.wait_log("Reloading config", timeout, after=mark):
+            raise RuntimeError("mosquitto did not log a reload after SIGHUP")
+
+    def client(self, username: str | None = None, password: str | None = None, tls: bool = True) -> V5Client:
+        return V5Client(self.port, self.ca_file if tls else None, username, password)
+
+
+@pytest.fixture(name="map_broker_factory")
+def map_broker_factory_fixture(tmp_path: Path) -> Iterator[Any]:
+    """``make(name, extra_conf="") -> MapBroker`` (not started: enrol first, then ``.broker.start()``)."""
+    made: list[MapBroker] = []
+
+    def make(name: str = "map", extra_conf: str = "") -> MapBroker:
+        b = MapBroker(tmp_path / name, extra_conf)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.broker.stop()
