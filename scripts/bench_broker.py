@@ -112,6 +112,49 @@ class PahoReceiver:
         self.client.loop_stop()
 
 
+class MapperReceiver:
+    """A member of the mapper's share group: the real MapSubscriber with its own SQLite store in the
+    temp folder; a sighting counts as received once the store has committed it."""
+
+    def __init__(self, index: int, port: int, ca_file: Path, password: str, receipts: Receipts, root: Path) -> None:
+        from firmware.mqtt import MqttSettings
+        from mapper.store import SqliteStore
+        from mapper.subscriber import MapSubscriber, SubscriberSettings
+
+        pw = root / f"mapper-{index}.pass"
+        pw.write_text(password + "\n", encoding="utf-8")
+        settings = MqttSettings(
+            host="127.0.0.1",
+            port=port,
+            client_id=f"bench-mapper-{index}",
+            username="bench-map",
+            password_file=pw,
+            ca_file=ca_file,
+        )
+        self.store = SqliteStore(root / f"map-{index}.db")
+
+        def stored(sightings: Any) -> None:
+            now = time.time()
+            for s in sightings:
+                receipts.on_sighting(s.id, now)
+
+        self.sub = MapSubscriber(settings, self.store, SubscriberSettings(group="bench"), on_stored=stored)
+        self.sub.start()
+        self.subscribed = threading.Event()
+        if self.sub.wait_subscribed(10):
+            self.subscribed.set()
+
+    def close(self) -> None:
+        self.sub.close()
+        c = self.sub.counters
+        print(
+            f"mapper: received {c.received}, stored {c.stored}, duplicates {c.duplicates}, rejected {c.rejected},"
+            f" fused {c.fused}; {self.store.stats()}",
+            file=sys.stderr,
+        )
+        self.store.close()
+
+
 # ---- the devices -------------------------------------------------------------------------------
 
 
@@ -275,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--processes", type=int, default=max(1, min(8, os.cpu_count() or 1)), help="sender processes")
     p.add_argument("--readers", type=int, default=1, help="members of the shared subscription (1)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.add_argument(
+        "--mapper",
+        action="store_true",
+        help="receive with the real mapper (validate, SQLite, fusion; receipt = stored) instead of a plain reader",
+    )
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="sousveil-bench-") as tmp:
@@ -301,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         receipts = Receipts()
-        readers = [PahoReceiver(i, broker.port, ca_file, reader_pw, receipts) for i in range(args.readers)]
+        readers: list[Any] = (
+            [MapperReceiver(i, broker.port, ca_file, reader_pw, receipts, root) for i in range(args.readers)]
+            if args.mapper
+            else [PahoReceiver(i, broker.port, ca_file, reader_pw, receipts) for i in range(args.readers)]
+        )
         for r in readers:
             r.subscribed.wait(10)
         ctx = mp.get_context("spawn")

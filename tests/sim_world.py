@@ -114,7 +114,7 @@ def make_world(
         heading_sigma = heading_err.sigma
         track = _sample(route, speed)  # (t, x, y, heading_deg)
         km += speed * track[-1][0] / 1000.0
-        frames = []
+        frames: list[tuple[float, ...]] = []
         for t, x, y, h in track:
             ex, ey, eh = gx.step(1 / FPS), gy.step(1 / FPS), heading_err.step(1 / FPS)
             frames.append((t, x, y, h, x + ex, y + ey, h + eh))
@@ -212,8 +212,11 @@ def _passes(
 ) -> list[Sighting]:
     xy = np.array([(f[1], f[2]) for f in frames])
     h = np.radians(np.array([f[3] for f in frames]))
+    lo, hi = xy.min(axis=0) - 45.0, xy.max(axis=0) + 45.0  # only cameras near this ride can be seen
+    near = np.flatnonzero(((cam_xy >= lo) & (cam_xy <= hi)).all(axis=1))
     out = []
-    for c, (cx, cy) in zip(cameras, cam_xy, strict=True):
+    for i in near:
+        c, (cx, cy) = cameras[i], cam_xy[i]
         dx, dy = cx - xy[:, 0], cy - xy[:, 1]
         dist = np.hypot(dx, dy)
         rel = (np.degrees(np.arctan2(dx, dy) - h) + 180.0) % 360.0 - 180.0
@@ -320,7 +323,10 @@ def score(world: World, entities: Sequence[Entity], gate_m: float = 10.0) -> Sco
             lon = float(np.mean([p[1] for p in obs[c.index]]))
             base.append(distance_m(lat, lon, c.lat_deg, c.lon_deg))
     found = sum(1 for c in world.cameras if by_camera.get(c.index))
-    pct = lambda xs, q: float(np.percentile(xs, q)) if xs else float("nan")  # noqa: E731
+
+    def pct(xs: list[float], q: float) -> float:
+        return float(np.percentile(xs, q)) if xs else float("nan")
+
     return Score(
         cameras_5plus=len(base),
         median_m=pct(errors, 50),
