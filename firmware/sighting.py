@@ -489,6 +489,78 @@ def from_obj(obj: object) -> Sighting:
     return Sighting(**args)
 
 
+def _trusted(cls: type[Any], **values: Any) -> Any:
+    """An instance of a frozen dataclass with ``values`` set as they are (no __post_init__)."""
+    out = object.__new__(cls)
+    out.__dict__.update(values)  # frozen: __setattr__ refuses, the instance dict does not
+    return out
+
+
+def _r(value: float, places: int) -> float:
+    return round(float(value), places) + 0.0  # + 0.0: no '-0.0'
+
+
+def _t(name: str, text: str) -> datetime:
+    # the schema's pattern has already held the text to YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z, which
+    # datetime.fromisoformat (C, Python >= 3.11) reads exactly as parse_utc does, 20x faster
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as e:
+        raise SightingError(name, f"{text[:40]!r} is not a real time: {e}") from None
+
+
+def from_schema_checked(obj: dict[str, Any]) -> Sighting:
+    """A Sighting from a parsed message that sighting.schema.json has already accepted.
+
+    The subscriber's fast path: the schema has checked every type, range, pattern, length and
+    field name, so this only adds what a schema cannot say (real calendar dates,
+    ``first_seen_utc <= last_seen_utc``, the crop, through ``Crop`` itself) and rounds numbers
+    to the wire precision as the dataclasses do. Given a schema-valid message it returns what
+    ``from_obj`` returns, or raises the same SightingError (tests/test_mapper_validate.py holds
+    the two together); anything not schema-checked must go through ``from_obj``.
+    """
+    o, e = obj["observer"], obj["estimate"]
+    rays = tuple(
+        _trusted(
+            Ray,
+            t_utc=_t(f"rays[{i}].t_utc", r["t_utc"]),
+            lat_deg=_r(r["lat_deg"], 7),
+            lon_deg=_r(r["lon_deg"], 7),
+            acc_m=_r(r["acc_m"], 1),
+            bearing_deg=_r(r["bearing_deg"], 1) % 360.0,
+            sigma_deg=_r(r["sigma_deg"], 1),
+        )
+        for i, r in enumerate(obj["rays"])
+    )
+    first = _t("first_seen_utc", obj["first_seen_utc"])
+    last = _t("last_seen_utc", obj["last_seen_utc"])
+    if first > last:
+        raise SightingError("last_seen_utc", f"is before first_seen_utc ({format_utc(last)} < {format_utc(first)})")
+    m = obj["model"]
+    direction = obj["direction_deg"]
+    out: Sighting = _trusted(
+        Sighting,
+        id=obj["id"],
+        device=obj["device"],
+        first_seen_utc=first,
+        last_seen_utc=last,
+        label=obj["label"],
+        score=_r(obj["score"], 3),
+        frames=int(obj["frames"]),
+        observer=_trusted(Position, lat_deg=_r(o["lat_deg"], 7), lon_deg=_r(o["lon_deg"], 7), acc_m=_r(o["acc_m"], 1)),
+        rays=rays,
+        estimate=None
+        if e is None
+        else _trusted(Estimate, lat_deg=_r(e["lat_deg"], 7), lon_deg=_r(e["lon_deg"], 7), sigma_m=_r(e["sigma_m"], 1)),
+        tags={k: obj["tags"][k] for k in sorted(obj["tags"])},
+        model=_trusted(ModelRef, name=m["name"], version=m["version"], sha256=m["sha256"]),
+        direction_deg=None if direction is None else _r(direction, 1) % 360.0,
+        crop=_parse_part(Crop, obj["crop"], "crop") if "crop" in obj else None,
+        schema=obj["schema"],
+    )
+    return out
+
+
 __all__ = [
     "LABELS",
     "MAX_MESSAGE_BYTES",
@@ -505,6 +577,7 @@ __all__ = [
     "format_utc",
     "from_json",
     "from_obj",
+    "from_schema_checked",
     "new_id",
     "parse_utc",
     "suggested_tags",

@@ -155,6 +155,19 @@ class _Working:
 # ---- geometry ----
 
 
+def _inv2(m: np.ndarray, max_cond: float) -> np.ndarray | None:
+    """The inverse of a symmetric 2x2 matrix, or None when its condition number exceeds ``max_cond``
+    (closed form: numpy's general routines cost more than the whole fit for a 2x2)."""
+    a, b, c = float(m[0, 0]), float(m[0, 1]), float(m[1, 1])
+    det = a * c - b * b
+    half_tr = (a + c) / 2
+    root = math.sqrt(max(half_tr * half_tr - det, 0.0))
+    lo, hi = half_tr - root, half_tr + root
+    if lo <= 0.0 or hi / lo > max_cond or det <= 0.0:
+        return None
+    return np.array([[c / det, -b / det], [-b / det, a / det]])
+
+
 def _solve(
     pts: np.ndarray, b: np.ndarray, sig: np.ndarray, acc: np.ndarray, start: np.ndarray | None, cfg: FusionConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
@@ -172,9 +185,10 @@ def _solve(
         var = (np.maximum(ranges, 1.0) * sig) ** 2 + acc**2 + 0.25
         w = np.where(keep, 1.0 / var, 0.0)
         a = (normals.T * w) @ normals
-        if np.linalg.cond(a) > 1e8:
+        inv = _inv2(a, 1e8)
+        if inv is None:
             return None
-        cov = np.linalg.inv(a)
+        cov = inv
         new = cov @ ((normals.T * w) @ offs)
         moved = fix is None or float(np.hypot(*(new - fix))) > 0.01
         fix = new
@@ -217,9 +231,10 @@ def _gauss_newton(
         resid = (np.arctan2(d[:, 0], d[:, 1]) - b + math.pi) % (2 * math.pi) - math.pi
         jac = np.stack([d[:, 1] / r2, -d[:, 0] / r2], axis=1)
         jtj = (jac * w[:, None]).T @ jac
-        if np.linalg.cond(jtj) > 1e10:
+        inv = _inv2(jtj, 1e10)
+        if inv is None:
             break
-        cov = np.linalg.inv(jtj)
+        cov = inv
         step = -cov @ ((jac * w[:, None]).T @ resid)
         fix = fix + step
         if float(np.hypot(*step)) < 1e-3:
@@ -469,16 +484,15 @@ class _Step:
     def run(self, pending: Sequence[SightingRow]) -> None:
         cfg = self.cfg
         for s in pending:
-            own = fit([s], cfg)
             # where to look: the device's own fix when it made one (better than one pass alone can
             # give here: it saw every frame), else ours, else the rider
-            anchor = (
-                (s.estimate[0], s.estimate[1])
-                if s.estimate is not None
-                else (own.lat_deg, own.lon_deg)
-                if own.method == "rays"
-                else (s.observer[0], s.observer[1])
-            )
+            own = fit([s], cfg) if s.estimate is None else None
+            if s.estimate is not None:
+                anchor = (s.estimate[0], s.estimate[1])
+            elif own is not None and own.method == "rays":
+                anchor = (own.lat_deg, own.lon_deg)
+            else:
+                anchor = (s.observer[0], s.observer[1])
             self._load_near(*anchor)
             best: tuple[float, _Working] | None = None
             for w in self._near(*anchor, cfg.gate_m):
@@ -486,7 +500,9 @@ class _Step:
                 if cost is not None and (best is None or cost < best[0]):
                     best = (cost, w)
             if best is None:
-                w = _Working(str(uuid.uuid4()), [s], RaySet.of([s], cfg), own, s.first_seen_utc, dirty=True)
+                rays = RaySet.of([s], cfg)
+                own = own or fit([s], cfg, rays=rays)
+                w = _Working(str(uuid.uuid4()), [s], rays, own, s.first_seen_utc, dirty=True)
                 self.work[w.id] = w
                 self._index(w)
             else:

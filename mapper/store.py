@@ -92,8 +92,13 @@ class Fused:
 class Store(Protocol):
     """The storage interface of the mapper (SQLite here; PostGIS can follow)."""
 
-    def add_sightings(self, sightings: Sequence[Sighting], received_utc: datetime | None = None) -> list[bool]:
-        """Store each sighting unless its id is known; True where it was new. One transaction."""
+    def add_sightings(
+        self, sightings: Sequence[Sighting], received_utc: datetime | None = None, bodies: Sequence[bytes] | None = None
+    ) -> list[bool]:
+        """Store each sighting unless its id is known; True where it was new. One transaction.
+
+        ``bodies``: the messages as received (kept verbatim); by default each is re-serialised.
+        """
         ...
 
     def pending(self, limit: int = 10_000) -> list[SightingRow]:
@@ -228,28 +233,37 @@ class SqliteStore:
             except sqlite3.OperationalError as e:
                 raise StoreError(f"cannot write {what} to the map store {self.path}: {e}") from None
 
-    def add_sightings(self, sightings: Sequence[Sighting], received_utc: datetime | None = None) -> list[bool]:
+    def add_sightings(
+        self, sightings: Sequence[Sighting], received_utc: datetime | None = None, bodies: Sequence[bytes] | None = None
+    ) -> list[bool]:
         received = format_utc(received_utc or datetime.now(UTC))
+        if bodies is not None and len(bodies) != len(sightings):
+            raise ValueError(f"{len(bodies)} message bodies for {len(sightings)} sightings")
 
         def run() -> list[bool]:
             out = []
-            for s in sightings:
-                row = SightingRow.of(s)
+            for k, s in enumerate(sightings):
+                o, e = s.observer, s.estimate
                 cur = self._db.execute(
                     "INSERT OR IGNORE INTO sightings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
                     (
-                        row.id,
-                        row.device,
-                        format_utc(row.first_seen_utc),
-                        format_utc(row.last_seen_utc),
-                        row.label,
-                        row.score,
-                        row.frames,
-                        json.dumps(row.observer),
-                        None if row.estimate is None else json.dumps(row.estimate),
-                        row.direction_deg,
-                        _ray_json(row.rays),
-                        to_json(s).decode("utf-8"),
+                        s.id,
+                        s.device,
+                        format_utc(s.first_seen_utc),
+                        format_utc(s.last_seen_utc),
+                        s.label,
+                        s.score,
+                        s.frames,
+                        f"[{o.lat_deg!r},{o.lon_deg!r},{o.acc_m!r}]",
+                        None if e is None else f"[{e.lat_deg!r},{e.lon_deg!r},{e.sigma_m!r}]",
+                        s.direction_deg,
+                        "["
+                        + ",".join(
+                            f"[{r.lat_deg!r},{r.lon_deg!r},{r.acc_m!r},{r.bearing_deg!r},{r.sigma_deg!r}]"
+                            for r in s.rays
+                        )
+                        + "]",
+                        (to_json(s) if bodies is None else bodies[k]).decode("utf-8"),
                         received,
                     ),
                 )

@@ -82,6 +82,7 @@ class _Batch:
 
     messages: list[mqtt.MQTTMessage]
     good: list[Sighting]
+    bodies: list[bytes]  # the payloads of ``good``, as received
     refused: Counter[str]
     counted: bool = False  # the refusals are in the store's counts
 
@@ -219,22 +220,25 @@ class MapSubscriber:
 
     def _checked(self, messages: list[mqtt.MQTTMessage]) -> _Batch:
         good: list[Sighting] = []
+        bodies: list[bytes] = []
         refused: Counter[str] = Counter()
         for msg in messages:
-            result = validate(msg.topic, bytes(msg.payload), self.mqtt.topic_prefix)
+            payload = bytes(msg.payload)
+            result = validate(msg.topic, payload, self.mqtt.topic_prefix)
             if isinstance(result, Rejected):
                 self.rejects.add(result, msg.topic)
                 refused[result.reason] += 1
             else:
                 good.append(result)
-        return _Batch(messages, good, refused)
+                bodies.append(payload)
+        return _Batch(messages, good, bodies, refused)
 
     def _store(self, batch: _Batch) -> None:
         if not batch.counted:
             self.store.add_rejections(batch.refused)
             self.rejects.take()
             batch.counted = True
-        new = self.store.add_sightings(batch.good) if batch.good else []
+        new = self.store.add_sightings(batch.good, bodies=batch.bodies) if batch.good else []
         stored = [s for s, is_new in zip(batch.good, new, strict=True) if is_new]
         dups = len(batch.good) - len(stored)
         if dups:

@@ -24,8 +24,8 @@ from typing import Any, Final
 from fastjsonschema import JsonSchemaValueException
 
 from firmware import geohash
-from firmware.sighting import MAX_MESSAGE_BYTES, Sighting, SightingError, from_obj
-from mapper.store import distance_m
+from firmware.sighting import MAX_MESSAGE_BYTES, Sighting, SightingError, from_schema_checked
+from mapper.store import EARTH_M_PER_DEG, distance_m
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def validate(
     except JsonSchemaValueException as e:
         return Rejected("schema", str(e.message)[:200])
     try:
-        s = from_obj(obj)
+        s = from_schema_checked(obj)
     except SightingError as e:
         return Rejected("contract", str(e)[:300])
     return _sane(s, cell, topic_device, now or datetime.now(UTC))
@@ -127,10 +127,16 @@ def _sane(s: Sighting, cell: str, topic_device: str, now: datetime) -> Sighting 
     if s.last_seen_utc - s.first_seen_utc > MAX_PASS:
         return Rejected("impossible", f"a pass of {s.last_seen_utc - s.first_seen_utc}")
     obs = s.observer
+    lo, hi = s.first_seen_utc - MAX_PASS, s.last_seen_utc + MAX_PASS
+    # a box of MAX_RAY_SPREAD_M around the rider (cheap; the exact distance only when outside it)
+    dlat = MAX_RAY_SPREAD_M / EARTH_M_PER_DEG
+    dlon = dlat / max(math.cos(math.radians(obs.lat_deg)), 1e-6)
     for i, r in enumerate(s.rays):
-        if r.t_utc < s.first_seen_utc - MAX_PASS or r.t_utc > s.last_seen_utc + MAX_PASS:
+        if not lo <= r.t_utc <= hi:
             return Rejected("impossible", f"rays[{i}] at {r.t_utc:%Y-%m-%dT%H:%M:%SZ} is outside the pass")
-        if distance_m(obs.lat_deg, obs.lon_deg, r.lat_deg, r.lon_deg) > MAX_RAY_SPREAD_M:
+        if (abs(r.lat_deg - obs.lat_deg) > dlat / 1.5 or abs(r.lon_deg - obs.lon_deg) > dlon / 1.5) and distance_m(
+            obs.lat_deg, obs.lon_deg, r.lat_deg, r.lon_deg
+        ) > MAX_RAY_SPREAD_M:
             return Rejected("impossible", f"rays[{i}] is more than {MAX_RAY_SPREAD_M:g} m from the observer")
     if s.estimate is not None:
         d = distance_m(obs.lat_deg, obs.lon_deg, s.estimate.lat_deg, s.estimate.lon_deg)

@@ -51,7 +51,8 @@ def world_of(scale: int, seed: int = 7) -> list[Sighting]:
         n_devices=12 * scale,
         blocks=4 * scale,
         seed=seed,
-        start_utc=datetime.now(UTC) - timedelta(days=30),  # recent: the mapper refuses the far past
+        # four rides a day (sim_world), the last one yesterday: the mapper refuses the future
+        start_utc=datetime.now(UTC) - timedelta(days=10 * scale * scale + 2),
     )
     out: list[Sighting] = w.sightings
     return out
@@ -105,7 +106,7 @@ def register_session(port: int, client_id: str) -> None:
     c.on_subscribe = lambda *a: done.set()
     c.connect("127.0.0.1", port, clean_start=False, properties=props)
     c.loop_start()
-    c.subscribe("$share/sousveil-mapper/sousveil/v1/sightings/#", qos=1)
+    c.subscribe("sousveil/v1/sightings/#", qos=1)  # plain: mosquitto queues no shared messages for the offline
     done.wait(5)
     c.disconnect()
     c.loop_stop()
@@ -121,13 +122,19 @@ def ingest(port: int, directory: Path, sightings: list[Sighting], fuse_every_s: 
     sub = MapSubscriber(
         MqttSettings(host="127.0.0.1", port=port, client_id=client_id),
         store,
-        SubscriberSettings(fuse_every_s=fuse_every_s),
+        SubscriberSettings(fuse_every_s=fuse_every_s, group=None),
     )
     t0 = time.perf_counter()
     sub.start()
-    while sub.counters.stored + sub.counters.duplicates + sub.counters.rejected < len(sightings):
+    done, last, last_change = 0, -1, time.monotonic()
+    while done < len(sightings) and time.monotonic() - last_change < 30:
         time.sleep(0.01)
+        done = sub.counters.stored + sub.counters.duplicates + sub.counters.rejected
+        if done != last:
+            last, last_change = done, time.monotonic()
     took = time.perf_counter() - t0
+    if done < len(sightings):
+        print(f"only {done} of {len(sightings)} sightings arrived", file=sys.stderr)
     sub.close()
     pending = store.stats()["pending"]
     store.close()

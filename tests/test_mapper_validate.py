@@ -16,7 +16,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware.mqtt import topic_for
-from firmware.sighting import Estimate, ModelRef, Position, Ray, Sighting, suggested_tags, to_json
+from firmware.sighting import (
+    Estimate,
+    ModelRef,
+    Position,
+    Ray,
+    Sighting,
+    SightingError,
+    from_obj,
+    from_schema_checked,
+    suggested_tags,
+    to_json,
+)
 from mapper.store import SqliteStore
 from mapper.validate import REASONS, Rejected, RejectLog, schema_validator, sighting_schema, validate
 from tests.mqtt_broker import Broker, broker_factory_fixture, broker_fixture  # noqa: F401 - fixtures
@@ -246,3 +257,24 @@ def test_a_flood_of_hostile_messages_does_not_stop_the_mapper(broker: Broker, tm
     assert stats["sightings"] == 1 and stats["entities"] == 1  # the good one got through
     assert sum(v for k, v in stats.items() if k.startswith("rejected:")) == len(hostile)
     assert stats["rejected:json"] == 40 and stats["rejected:device"] == 20 and stats["rejected:topic"] == 20
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), value=json_values | st.sampled_from([359.96, -0.0, 3.0, 1e-9, "2026-02-29T00:00:00Z"]))
+def test_the_fast_path_builds_what_from_obj_builds(data: st.DataObject, value: Any) -> None:
+    """After the schema, from_schema_checked (the subscriber's path) = from_obj (the full checks)."""
+    base = obj(good(direction_deg=12.0))
+    doc = _mutate(base, data.draw(st.sampled_from(_paths(base))), value)
+    try:
+        schema_validator()(doc)
+    except Exception:
+        return  # the schema refuses it: the fast path never sees it
+    try:
+        slow: Sighting | str = from_obj(doc)
+    except SightingError as e:
+        slow = e.field
+    try:
+        fast: Sighting | str = from_schema_checked(doc)
+    except SightingError as e:
+        fast = e.field
+    assert fast == slow
