@@ -67,7 +67,9 @@ def test_the_mapper_gets_nothing_the_acl_refused_and_refuses_the_rest(map_broker
         assert not a.publish(own_topic, b"\x00garbage").is_failure
         assert not a.publish(own_topic, to_json(good).replace(b'"score":0.8', b'"score":NaN')).is_failure
         far = dataclasses.replace(fresh(alice, 4), observer=Position(48.8566, 2.3522, 4.0), estimate=None)
-        far = dataclasses.replace(far, rays=tuple(dataclasses.replace(r, lat_deg=48.8566, lon_deg=2.3522) for r in far.rays))
+        far = dataclasses.replace(
+            far, rays=tuple(dataclasses.replace(r, lat_deg=48.8566, lon_deg=2.3522) for r in far.rays)
+        )
         assert not a.publish(own_topic, to_json(far)).is_failure  # Paris on Berlin's topic
         # refused by the broker for its size: alice is dropped, the broker and mapper carry on
         big = b"{" + b" " * (MAX_MESSAGE_BYTES + 2048) + b"}"
@@ -77,7 +79,9 @@ def test_the_mapper_gets_nothing_the_acl_refused_and_refuses_the_rest(map_broker
         a = mb.client(alice, alice_pw)
         assert not a.connect().is_failure
         later = fresh(alice, 5)
-        later = dataclasses.replace(later, estimate=Estimate(later.observer.lat_deg, later.observer.lon_deg + 2e-4, 5.0))
+        later = dataclasses.replace(
+            later, estimate=Estimate(later.observer.lat_deg, later.observer.lon_deg + 2e-4, 5.0)
+        )
         assert not a.publish(topic_for(later), to_json(later)).is_failure
         a.close()
         wait_until(lambda: sub.counters.received >= 6)
