@@ -291,7 +291,7 @@ def fit(
     return Fit(lat, lon, cfg.nominal_range_m, "observer")
 
 
-SMALL_ENTITY = 20  # entities with more sightings than this are re-fitted once per step, not per sighting
+SMALL_ENTITY = 5  # entities with more sightings than this are re-fitted once per step, not per sighting
 
 
 def pass_chi2(x: np.ndarray, x_sigma_m: float, rays: RaySet, jitter_deg: float = 2.0) -> float:
@@ -400,13 +400,27 @@ class Fusion:
     def __init__(self, store: Store, cfg: FusionConfig = FusionConfig()) -> None:
         self.store = store
         self.cfg = cfg
+        # entities as the last steps left them, with their rays converted: this Fusion is the
+        # store's one writer, so they stay true; a step then reloads nothing it has seen, and
+        # the cost of a step follows its own sightings, not the size of the map
+        self._cache: dict[str, _Working] = {}
 
     def step(self, limit: int = 5_000) -> int:
         """Fuse up to ``limit`` pending sightings; the number fused (0 when none was pending)."""
         pending = self.store.pending(limit)
         if not pending:
             return 0
-        _Step(self.store, self.cfg).run(pending)
+        step = _Step(self.store, self.cfg, self._cache)
+        try:
+            step.run(pending)
+        except BaseException:
+            self._cache.clear()  # the store did not take the step: forget what it changed
+            raise
+        for gone in step.merged:
+            self._cache.pop(gone, None)
+        for w in step.work.values():
+            w.dirty = w.stale = False
+            self._cache[w.id] = w
         return len(pending)
 
     def run(self, batch: int = 5_000) -> int:
@@ -426,9 +440,10 @@ def _cell(lat: float, lon: float) -> tuple[int, int]:
 class _Step:
     """One batch: the entities it touches live in ``work`` with a grid index over their positions."""
 
-    def __init__(self, store: Store, cfg: FusionConfig) -> None:
+    def __init__(self, store: Store, cfg: FusionConfig, cache: dict[str, _Working] | None = None) -> None:
         self.store = store
         self.cfg = cfg
+        self.cache = {} if cache is None else cache
         self.work: dict[str, _Working] = {}
         self.grid: dict[tuple[int, int], set[str]] = defaultdict(set)
         self.assign: dict[str, str] = {}
@@ -452,6 +467,11 @@ class _Step:
             for e in self.store.entities_near(lat, lon, 3 * self.cfg.gate_m)
             if e.id not in self.work and e.id not in self.merged  # merged away in this step: not yet deleted
         ]
+        for e in [e for e in found if e.id in self.cache]:
+            w = self.cache[e.id]
+            self.work[e.id] = w
+            self._index(w)
+        found = [e for e in found if e.id not in self.cache]
         if not found:
             return
         rows = self.store.sightings_of(e.id for e in found)
