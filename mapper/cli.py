@@ -167,7 +167,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                         continue
                     where = f"{path}:{n}"
                     try:
-                        topic = topic_for(from_json(line.strip()), args_prefix(args))
+                        topic = topic_for(from_json(line.strip()))  # the topic the device would have used
                     except SightingError as e:
                         rejects.add(Rejected("contract", str(e)), where)
                         continue
@@ -186,10 +186,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return EXIT_OK
-
-
-def args_prefix(args: argparse.Namespace) -> str:
-    return str(getattr(args, "prefix", DEFAULT_PREFIX))
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:

@@ -188,12 +188,6 @@ CREATE TABLE IF NOT EXISTS rejections (reason TEXT PRIMARY KEY, n INTEGER NOT NU
 STORE_FORMAT = "sousveil.mapstore/1"
 
 
-def _ray_json(rays: Sequence[RayRow]) -> str:
-    return json.dumps(
-        [[r.lat_deg, r.lon_deg, r.acc_m, r.bearing_deg, r.sigma_deg] for r in rays], separators=(",", ":")
-    )
-
-
 class SqliteStore:
     """The embedded store: one SQLite file in WAL mode, safe to share between threads (one lock)."""
 

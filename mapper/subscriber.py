@@ -236,7 +236,7 @@ class MapSubscriber:
     def _store(self, batch: _Batch) -> None:
         if not batch.counted:
             self.store.add_rejections(batch.refused)
-            self.rejects.take()
+            self.rejects.take()  # the log's own tally of the same refusals: already counted here
             batch.counted = True
         new = self.store.add_sightings(batch.good, bodies=batch.bodies) if batch.good else []
         stored = [s for s, is_new in zip(batch.good, new, strict=True) if is_new]
