@@ -500,9 +500,10 @@ def _r(value: float, places: int) -> float:
     return round(float(value), places) + 0.0  # + 0.0: no '-0.0'
 
 
-def _t(name: str, text: str) -> datetime:
-    # the schema's pattern has already held the text to YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z, which
-    # datetime.fromisoformat (C, Python >= 3.11) reads exactly as parse_utc does, 20x faster
+def parse_checked_utc(name: str, text: str) -> datetime:
+    """A time the schema's pattern has already held to ``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z``: read by
+    datetime.fromisoformat (C, Python >= 3.11) exactly as parse_utc reads it, 20x faster;
+    SightingError naming ``name`` for a date that does not exist (30 February)."""
     try:
         return datetime.fromisoformat(text)
     except ValueError as e:
@@ -523,7 +524,7 @@ def from_schema_checked(obj: dict[str, Any]) -> Sighting:
     rays = tuple(
         _trusted(
             Ray,
-            t_utc=_t(f"rays[{i}].t_utc", r["t_utc"]),
+            t_utc=parse_checked_utc(f"rays[{i}].t_utc", r["t_utc"]),
             lat_deg=_r(r["lat_deg"], 7),
             lon_deg=_r(r["lon_deg"], 7),
             acc_m=_r(r["acc_m"], 1),
@@ -532,8 +533,8 @@ def from_schema_checked(obj: dict[str, Any]) -> Sighting:
         )
         for i, r in enumerate(obj["rays"])
     )
-    first = _t("first_seen_utc", obj["first_seen_utc"])
-    last = _t("last_seen_utc", obj["last_seen_utc"])
+    first = parse_checked_utc("first_seen_utc", obj["first_seen_utc"])
+    last = parse_checked_utc("last_seen_utc", obj["last_seen_utc"])
     if first > last:
         raise SightingError("last_seen_utc", f"is before first_seen_utc ({format_utc(last)} < {format_utc(first)})")
     m = obj["model"]
@@ -579,6 +580,7 @@ __all__ = [
     "from_obj",
     "from_schema_checked",
     "new_id",
+    "parse_checked_utc",
     "parse_utc",
     "suggested_tags",
     "to_json",

@@ -16,10 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from firmware.sighting import Sighting, format_utc, parse_utc, to_json
 from mapper.entity import Entity, EntityRay
+
+if TYPE_CHECKING:
+    from mapper.validate import Checked
 
 EARTH_M_PER_DEG = 111_320.0
 
@@ -99,6 +102,10 @@ class Store(Protocol):
 
         ``bodies``: the messages as received (kept verbatim); by default each is re-serialised.
         """
+        ...
+
+    def add_checked(self, messages: Sequence[Checked], received_utc: datetime | None = None) -> list[bool]:
+        """As add_sightings, for messages mapper.validate.check_message accepted (the subscriber's path)."""
         ...
 
     def pending(self, limit: int = 10_000) -> list[SightingRow]:
@@ -258,6 +265,45 @@ class SqliteStore:
                         )
                         + "]",
                         (to_json(s) if bodies is None else bodies[k]).decode("utf-8"),
+                        received,
+                    ),
+                )
+                out.append(cur.rowcount == 1)
+            return out
+
+        return self._write("sightings", run)  # type: ignore[return-value]
+
+    def add_checked(self, messages: Sequence[Checked], received_utc: datetime | None = None) -> list[bool]:
+        received = format_utc(received_utc or datetime.now(UTC))
+
+        def pos(p: Mapping[str, float], third: str) -> str:
+            return f"[{p['lat_deg']!r},{p['lon_deg']!r},{p[third]!r}]"
+
+        def run() -> list[bool]:
+            out = []
+            for c in messages:
+                o = c.obj
+                est = o["estimate"]
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO sightings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
+                    (
+                        o["id"],
+                        o["device"],
+                        format_utc(c.first_seen_utc),
+                        format_utc(c.last_seen_utc),
+                        o["label"],
+                        o["score"],
+                        o["frames"],
+                        pos(o["observer"], "acc_m"),
+                        None if est is None else pos(est, "sigma_m"),
+                        o["direction_deg"],
+                        "["
+                        + ",".join(
+                            f"[{r['lat_deg']!r},{r['lon_deg']!r},{r['acc_m']!r},{r['bearing_deg']!r},{r['sigma_deg']!r}]"
+                            for r in o["rays"]
+                        )
+                        + "]",
+                        c.body.decode("utf-8"),
                         received,
                     ),
                 )

@@ -38,7 +38,7 @@ from firmware.mqtt import MqttSettings, configure_auth
 from firmware.sighting import Sighting
 from mapper.fusion import Fusion
 from mapper.store import Store, StoreError
-from mapper.validate import Rejected, RejectLog, validate
+from mapper.validate import Checked, Rejected, RejectLog, check_message
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,7 @@ class _Batch:
     """Messages taken from the queue, checked once; kept until the store has them."""
 
     messages: list[mqtt.MQTTMessage]
-    good: list[Sighting]
-    bodies: list[bytes]  # the payloads of ``good``, as received
+    good: list[Checked]
     refused: Counter[str]
     counted: bool = False  # the refusals are in the store's counts
 
@@ -219,26 +218,23 @@ class MapSubscriber:
         return batch
 
     def _checked(self, messages: list[mqtt.MQTTMessage]) -> _Batch:
-        good: list[Sighting] = []
-        bodies: list[bytes] = []
+        good: list[Checked] = []
         refused: Counter[str] = Counter()
         for msg in messages:
-            payload = bytes(msg.payload)
-            result = validate(msg.topic, payload, self.mqtt.topic_prefix)
+            result = check_message(msg.topic, bytes(msg.payload), self.mqtt.topic_prefix)
             if isinstance(result, Rejected):
                 self.rejects.add(result, msg.topic)
                 refused[result.reason] += 1
             else:
                 good.append(result)
-                bodies.append(payload)
-        return _Batch(messages, good, bodies, refused)
+        return _Batch(messages, good, refused)
 
     def _store(self, batch: _Batch) -> None:
         if not batch.counted:
             self.store.add_rejections(batch.refused)
             self.rejects.take()  # the log's own tally of the same refusals: already counted here
             batch.counted = True
-        new = self.store.add_sightings(batch.good, bodies=batch.bodies) if batch.good else []
+        new = self.store.add_checked(batch.good) if batch.good else []
         stored = [s for s, is_new in zip(batch.good, new, strict=True) if is_new]
         dups = len(batch.good) - len(stored)
         if dups:
@@ -254,7 +250,7 @@ class MapSubscriber:
         c.rejected += len(batch.messages) - len(batch.good)
         self.last_error = None
         if stored and self._on_stored is not None:
-            self._on_stored(stored)
+            self._on_stored([c.sighting() for c in stored])
 
     def _fuse(self) -> None:
         try:

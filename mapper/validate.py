@@ -24,7 +24,7 @@ from typing import Any, Final
 from fastjsonschema import JsonSchemaValueException
 
 from firmware import geohash
-from firmware.sighting import MAX_MESSAGE_BYTES, Sighting, SightingError, from_schema_checked
+from firmware.sighting import MAX_MESSAGE_BYTES, Sighting, SightingError, from_schema_checked, parse_checked_utc
 from mapper.store import EARTH_M_PER_DEG, distance_m
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,36 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A message that passed every check, kept as parsed (no dataclass per ray: the store writes
+    straight from it); :meth:`sighting` builds the full Sighting when one is wanted."""
+
+    obj: dict[str, Any]
+    body: bytes
+    first_seen_utc: datetime
+    last_seen_utc: datetime
+
+    @property
+    def id(self) -> str:
+        return str(self.obj["id"])
+
+    def sighting(self) -> Sighting:
+        return from_schema_checked(self.obj)
+
+
 def validate(
     topic: str, payload: bytes, prefix: str = "sousveil/v1", now: datetime | None = None
 ) -> Sighting | Rejected:
     """The sighting in ``payload`` published on ``topic``, or why it is refused."""
+    result = check_message(topic, payload, prefix, now)
+    return result if isinstance(result, Rejected) else result.sighting()
+
+
+def check_message(
+    topic: str, payload: bytes, prefix: str = "sousveil/v1", now: datetime | None = None
+) -> Checked | Rejected:
+    """Every check of :func:`validate`, without building the Sighting (the subscriber's path)."""
     try:
         cell, topic_device = geohash.parse_sighting_topic(prefix, topic)
     except ValueError as e:
@@ -109,40 +135,57 @@ def validate(
     except JsonSchemaValueException as e:
         return Rejected("schema", str(e.message)[:200])
     try:
-        s = from_schema_checked(obj)
+        # what the schema cannot say: real dates, their order, the crop (from_schema_checked's
+        # checks, here without building a dataclass per ray)
+        first = parse_checked_utc("first_seen_utc", obj["first_seen_utc"])
+        last = parse_checked_utc("last_seen_utc", obj["last_seen_utc"])
+        ray_times = [parse_checked_utc(f"rays[{i}].t_utc", r["t_utc"]) for i, r in enumerate(obj["rays"])]
+        if first > last:
+            raise SightingError(
+                "last_seen_utc", f"is before first_seen_utc ({obj['last_seen_utc']} < {obj['first_seen_utc']})"
+            )
+        if "crop" in obj:
+            from_schema_checked(obj)  # the crop's own checks (rare: off by default)
     except SightingError as e:
         return Rejected("contract", str(e)[:300])
-    return _sane(s, cell, topic_device, now or datetime.now(UTC))
+    return _sane(Checked(obj, payload, first, last), ray_times, cell, topic_device, now or datetime.now(UTC))
 
 
-def _sane(s: Sighting, cell: str, topic_device: str, now: datetime) -> Sighting | Rejected:  # noqa: PLR0911
-    if s.device != topic_device:
-        return Rejected("device", f"message device {s.device} published under device {topic_device}")
-    where = s.estimate if s.estimate is not None else s.observer
+def _sane(  # noqa: PLR0911
+    c: Checked, ray_times: list[datetime], cell: str, topic_device: str, now: datetime
+) -> Checked | Rejected:
+    o = c.obj
+    if o["device"] != topic_device:
+        return Rejected("device", f"message device {o['device']} published under device {topic_device}")
+    obs = o["observer"]
+    where = o["estimate"] if o["estimate"] is not None else obs
     lat_lo, lat_hi, lon_lo, lon_hi = geohash.bounds(cell)
-    if not (lat_lo <= where.lat_deg <= lat_hi and lon_lo <= where.lon_deg <= lon_hi):
-        return Rejected("region", f"camera at {where.lat_deg:.5f},{where.lon_deg:.5f} is not in cell {cell}")
-    if s.first_seen_utc < EARLIEST_UTC or s.last_seen_utc > now + MAX_FUTURE:
-        return Rejected("time", f"seen {s.first_seen_utc:%Y-%m-%dT%H:%M:%SZ}..{s.last_seen_utc:%Y-%m-%dT%H:%M:%SZ}")
-    if s.last_seen_utc - s.first_seen_utc > MAX_PASS:
-        return Rejected("impossible", f"a pass of {s.last_seen_utc - s.first_seen_utc}")
-    obs = s.observer
-    lo, hi = s.first_seen_utc - MAX_PASS, s.last_seen_utc + MAX_PASS
+    if not (lat_lo <= where["lat_deg"] <= lat_hi and lon_lo <= where["lon_deg"] <= lon_hi):
+        return Rejected("region", f"camera at {where['lat_deg']:.5f},{where['lon_deg']:.5f} is not in cell {cell}")
+    first, last = c.first_seen_utc, c.last_seen_utc
+    if first < EARLIEST_UTC or last > now + MAX_FUTURE:
+        return Rejected("time", f"seen {first:%Y-%m-%dT%H:%M:%SZ}..{last:%Y-%m-%dT%H:%M:%SZ}")
+    if last - first > MAX_PASS:
+        return Rejected("impossible", f"a pass of {last - first}")
+    lo, hi = first - MAX_PASS, last + MAX_PASS
+    olat, olon = obs["lat_deg"], obs["lon_deg"]
     # a box of MAX_RAY_SPREAD_M around the rider (cheap; the exact distance only when outside it)
-    dlat = MAX_RAY_SPREAD_M / EARTH_M_PER_DEG
-    dlon = dlat / max(math.cos(math.radians(obs.lat_deg)), 1e-6)
-    for i, r in enumerate(s.rays):
-        if not lo <= r.t_utc <= hi:
-            return Rejected("impossible", f"rays[{i}] at {r.t_utc:%Y-%m-%dT%H:%M:%SZ} is outside the pass")
-        if (abs(r.lat_deg - obs.lat_deg) > dlat / 1.5 or abs(r.lon_deg - obs.lon_deg) > dlon / 1.5) and distance_m(
-            obs.lat_deg, obs.lon_deg, r.lat_deg, r.lon_deg
+    dlat = MAX_RAY_SPREAD_M / EARTH_M_PER_DEG / 1.5
+    dlon = dlat / max(math.cos(math.radians(olat)), 1e-6)
+    for i, (r, t) in enumerate(zip(o["rays"], ray_times, strict=True)):
+        if not lo <= t <= hi:
+            return Rejected("impossible", f"rays[{i}] at {t:%Y-%m-%dT%H:%M:%SZ} is outside the pass")
+        rlat, rlon = r["lat_deg"], r["lon_deg"]
+        if (abs(rlat - olat) > dlat or abs(rlon - olon) > dlon) and distance_m(
+            olat, olon, rlat, rlon
         ) > MAX_RAY_SPREAD_M:
             return Rejected("impossible", f"rays[{i}] is more than {MAX_RAY_SPREAD_M:g} m from the observer")
-    if s.estimate is not None:
-        d = distance_m(obs.lat_deg, obs.lon_deg, s.estimate.lat_deg, s.estimate.lon_deg)
+    est = o["estimate"]
+    if est is not None:
+        d = distance_m(olat, olon, est["lat_deg"], est["lon_deg"])
         if not math.isfinite(d) or d > MAX_ESTIMATE_RANGE_M:
             return Rejected("impossible", f"estimate {d:.0f} m from the observer")
-    return s
+    return c
 
 
 class RejectLog:

@@ -156,3 +156,20 @@ def test_a_full_disk_loses_nothing(broker: Broker, tmp_path: Path, world: object
     finally:
         sub.close()
     assert sub.last_error is None
+
+
+def test_the_subscribers_path_stores_what_add_sightings_stores(tmp_path: Path, world: object) -> None:
+    """check_message + add_checked (no dataclass per ray) and validate + add_sightings agree."""
+    from firmware.mqtt import topic_for
+    from firmware.sighting import to_json
+    from mapper.validate import Checked, check_message
+
+    sightings = world.sightings[:50]  # type: ignore[attr-defined]
+    now = max(s.last_seen_utc for s in sightings) + timedelta(hours=1)
+    checked = [check_message(topic_for(s), to_json(s), now=now) for s in sightings]
+    assert all(isinstance(c, Checked) for c in checked)
+    a, b = SqliteStore(tmp_path / "a.db"), SqliteStore(tmp_path / "b.db")
+    assert a.add_checked(checked) == [True] * 50  # type: ignore[arg-type]
+    assert b.add_sightings([c.sighting() for c in checked]) == [True] * 50  # type: ignore[union-attr]
+    assert a.pending() == b.pending()
+    assert [c.sighting() for c in checked] == sightings  # type: ignore[union-attr]
