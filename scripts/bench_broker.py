@@ -319,6 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readers", type=int, default=1, help="members of the shared subscription (1)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.add_argument(
+        "--broker-conf",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a mosquitto setting appended to the shipped config, e.g. 'max_queued_messages 100000'",
+    )
+    p.add_argument(
         "--mapper",
         action="store_true",
         help="receive with the real mapper (validate, SQLite, fusion; receipt = stored) instead of a plain reader",
@@ -336,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             creds.append((e.account.username, e.password_file.read_text().strip()))
         reader_pw = accounts.add_reader("bench-map", root / "enrol").password_file.read_text().strip()
         print(f"enrolled {args.devices} devices in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-        broker = LocalBroker.shipped(root)
+        broker = LocalBroker.shipped(root, extra="".join(f"\n{line}" for line in args.broker_conf) + "\n")
         broker.start()
         peak = [broker.rss_kib()]
         idle_rss = peak[0]
