@@ -7,8 +7,8 @@ Every subcommand takes ``--store`` (default ``$SOUSVEIL_STATE_DIR/map.db``, else
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -22,8 +22,6 @@ from mapper.fusion import Fusion
 from mapper.store import SqliteStore, StoreError
 from mapper.subscriber import DEFAULT_GROUP, MapSubscriber, SubscriberSettings
 from mapper.validate import Rejected, RejectLog, validate
-
-log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR = 0, 2
 
@@ -44,12 +42,17 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--password-env", help="an environment variable that holds the password")
     r.add_argument("--tls", action="store_true", help="TLS with the system's CA certificates")
     r.add_argument("--ca-file", type=Path, help="TLS with this CA certificate (PEM)")
-    r.add_argument("--client-id", default="", help="stable id: the broker keeps this mapper's session")
+    r.add_argument(
+        "--client-id",
+        default=f"sousveil-mapper-{socket.gethostname()}",
+        help="the broker keeps this mapper's session under it (default: sousveil-mapper-HOSTNAME;"
+        " give each process its own)",
+    )
     r.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
     r.add_argument("--region", action="append", default=[], metavar="GEOHASH", help="take only this cell (repeat)")
     r.add_argument("--group", default=DEFAULT_GROUP, help=f"MQTT v5 share group (default {DEFAULT_GROUP})")
     r.add_argument("--no-share", action="store_true", help="a plain subscription: this mapper gets every message")
-    r.add_argument("--stats-every", type=float, default=60.0, help="log counts every N seconds (0: never)")
+    r.add_argument("--stats-every", type=float, default=60.0, help="print counts every N seconds (0: never)")
 
     i = cmds.add_parser("import", help="ingest sightings from JSON-lines files (the device's file sink)")
     store_arg(i)
@@ -129,19 +132,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     sub = MapSubscriber(settings, store, sub_settings)
     stop = _stop_on_signals()
     sub.start()
-    print(f"sousveil map: subscribing to {', '.join(sub_settings.filters(args.prefix))} on {args.host}:{settings.port}")
+    where = f"{', '.join(sub_settings.filters(args.prefix))} on {args.host}:{settings.port}"
+    if sub.wait_subscribed(10):
+        print(f"sousveil map: subscribed to {where}", flush=True)
+    else:  # paho keeps trying; say why it has not worked yet
+        print(f"sousveil map: not subscribed yet to {where}: {sub.last_error or 'no answer'}", flush=True)
     last = time.monotonic()
     try:
         while not stop.wait(1.0):
             if args.stats_every and time.monotonic() - last >= args.stats_every:
                 c = sub.counters
-                log.warning(
-                    "received %d, stored %d, duplicates %d, rejected %d, fused %d",
-                    c.received,
-                    c.stored,
-                    c.duplicates,
-                    c.rejected,
-                    c.fused,
+                print(
+                    f"received {c.received}, stored {c.stored}, duplicates {c.duplicates},"
+                    f" rejected {c.rejected}, fused {c.fused}" + (f"; {sub.last_error}" if sub.last_error else ""),
+                    flush=True,
                 )
                 last = time.monotonic()
     finally:

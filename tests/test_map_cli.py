@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +17,13 @@ import pytest
 
 from firmware.cli import main
 from firmware.sinks import FileSink
+from mapper.store import SqliteStore
+from tests.mqtt_broker import Broker, broker_factory_fixture, broker_fixture  # noqa: F401 - fixtures
 from tests.sim_world import make_world
+from tests.test_mapper_sim import messages, publish_all
+
+ROOT = Path(__file__).resolve().parents[1]
+SOUSVEIL = "import sys; from firmware.cli import main; sys.exit(main(sys.argv[1:]))"  # the console script
 
 
 @pytest.fixture(name="ride_file")
@@ -80,3 +91,30 @@ def test_a_store_that_is_not_a_database(tmp_path: Path, capsys: Any) -> None:
     bad.write_bytes(b"garbage" * 1000)
     assert main(["map", "stats", "--store", str(bad)]) == 2
     assert "cannot open the map store" in capsys.readouterr().err
+
+
+def test_map_run_subscribes_stores_fuses_and_stops_cleanly_on_sigterm(broker: Broker, tmp_path: Path) -> None:
+    world = make_world(seed=6, n_cameras=6, n_rides=8, fp_per_km=0.0, start_utc=datetime.now(UTC) - timedelta(days=3))
+    store = tmp_path / "map.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SOUSVEIL, "map", "run", "--store", str(store), "--host", "127.0.0.1",
+         "--port", str(broker.port), "--client-id", "cli-mapper", "--stats-every", "0.5"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "subscribed to $share/sousveil-mapper/sousveil/v1/sightings/#" in proc.stdout.readline()
+        publish_all(broker.port, messages(world.sightings))
+        deadline = time.monotonic() + 20
+        line = ""
+        while f"stored {len(world.sightings)}," not in line:
+            assert time.monotonic() < deadline, line
+            line = proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    db = SqliteStore(store)
+    assert db.stats()["sightings"] == len(world.sightings) and db.stats()["pending"] == 0
+    assert db.stats()["entities"] >= 4
