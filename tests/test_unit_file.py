@@ -155,3 +155,44 @@ def test_verify_catches_a_bad_directive(tmp_path: Path) -> None:
     copy.write_text(text.replace("Type=notify", "Type=notifyy"), encoding="utf-8")
     result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False)
     assert "sousveil.service" in result.stdout + result.stderr
+
+
+MAPPER_UNIT = ROOT / "deploy" / "sousveil-mapper.service"
+
+
+def test_mapper_unit_runs_map_run_with_its_store_and_credential() -> None:
+    sections = parse_unit(MAPPER_UNIT.read_text(encoding="utf-8"))
+    service = dict(sections["Service"])
+    exec_start = service["ExecStart"].split()
+    assert exec_start[1:3] == ["map", "run"]
+    assert exec_start[exec_start.index("--store") + 1] == "%S/sousveil-mapper/map.db"
+    assert exec_start[exec_start.index("--password-file") + 1] == "%d/mapper-password"
+    assert service["LoadCredential"] == "mapper-password:/etc/sousveil/mapper-password"
+    assert service["StateDirectory"] == "sousveil-mapper" and service["DynamicUser"] == "yes"
+    assert service["ProtectSystem"] == "strict" and service["KillSignal"] == "SIGTERM"
+    # every option the unit passes is one `sousveil map run` knows
+    from firmware.cli import build_parser
+
+    args = build_parser().parse_args(exec_start[1:-1])  # the last word is $SOUSVEIL_MAPPER_ARGS
+    assert args.map_command == "run" and args.stats_every == 300
+
+
+def test_mapper_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed (Debian/Ubuntu: apt install systemd)")
+    executable = Path(sys.executable).parent / "sousveil"
+    if not os.access(executable, os.X_OK):
+        executable = Path(sys.executable)
+    copy = tmp_path / "sousveil-mapper.service"
+    copy.write_text(
+        MAPPER_UNIT.read_text(encoding="utf-8").replace("/opt/sousveil/venv/bin/sousveil", str(executable)),
+        encoding="utf-8",
+    )
+    env = {**os.environ, "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": "cat", "LC_ALL": "C"}
+    result = subprocess.run(
+        [analyze, "verify", str(copy)], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert [line for line in output.splitlines() if "sousveil" in line] == [], output
