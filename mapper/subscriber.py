@@ -198,10 +198,13 @@ class MapSubscriber:
                         return
                     continue
             now = time.monotonic()
+            more = False
             if now - last_fuse >= self.settings.fuse_every_s or (self._stop.is_set() and not batch.messages):
-                self._fuse()
-                last_fuse = now
-            if self._stop.is_set() and not batch.messages and self._queue.empty():
+                # one step at a time: a backlog is fused between batches, not while they wait
+                more = self._fuse() >= self.settings.fuse_batch
+                if not more:
+                    last_fuse = now
+            if self._stop.is_set() and not batch.messages and self._queue.empty() and not more:
                 return
 
     def _take(self) -> list[mqtt.MQTTMessage]:
@@ -252,14 +255,18 @@ class MapSubscriber:
         if stored and self._on_stored is not None:
             self._on_stored([c.sighting() for c in stored])
 
-    def _fuse(self) -> None:
+    def _fuse(self) -> int:
+        """One fusion step; the number of sightings it fused (0 when it failed)."""
         try:
             n = self.fusion.step(self.settings.fuse_batch)
-            while n:
-                self.counters.fused += n
-                n = self.fusion.step(self.settings.fuse_batch)
+        except StoreError as err:  # a full disk: the sightings stay pending and are tried again
+            log.error("fusion could not be written: %s; the sightings stay pending", err)
+            return 0
         except Exception:  # a bug in fusion must not stop ingest: sightings stay pending
             log.exception("fusion failed; the sightings stay pending and are tried again")
+            return 0
+        self.counters.fused += n
+        return n
 
     # -- the API ----------------------------------------------------------------------------------
 

@@ -138,3 +138,16 @@ def test_a_restarted_mapper_gets_what_was_published_while_it_was_down(broker: Br
     finally:
         sub.close()
     assert store.stats()["pending"] == 0
+
+
+def test_a_backlog_is_fused_a_step_at_a_time_until_none_is_left(broker: Broker, tmp_path: Path) -> None:
+    world = make_world(seed=5, n_cameras=6, n_rides=10)
+    store = SqliteStore(tmp_path / "map.db")
+    sub = start_mapper(broker.port, store, fuse_batch=7, fuse_every_s=0.1)
+    try:
+        publish_all(broker.port, messages(world.sightings))
+        wait_until(lambda: sub.counters.received >= len(world.sightings))
+        wait_until(sub.idle)
+    finally:
+        sub.close()
+    assert sub.counters.fused == len(world.sightings) > 7 and store.stats()["pending"] == 0
