@@ -26,9 +26,10 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from firmware.position.interpolate import EARTH_RADIUS_M
 from firmware.sighting import Estimate, Ray
 
-EARTH_RADIUS_M = 6_371_008.8  # mean radius; equirectangular is good to mm over the ~100 m of one track
+# equirectangular (to_local/from_local) is good to mm over the ~100 m of one track
 MIN_RANGE_M = 2.0  # ranges below this are clamped when weighting (a ray's lateral error is range * sigma)
 
 

@@ -12,7 +12,6 @@ rays and nothing else, and this module only ever removes or blurs. Per sighting:
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import secrets
@@ -23,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from firmware.config import PrivacySettings, PrivacyZone
+from firmware.position.interpolate import distance_m
 from firmware.sighting import Sighting, coarsen_time, format_utc, parse_utc
 
-EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 _DEVICE_ID = re.compile(r"[0-9a-f]{16}")
 
 
@@ -88,14 +87,6 @@ def device_id(id_file: Path, rotate_days: int = 0, clock: Callable[[], datetime]
 # ---- zones ----
 
 
-def haversine_m(lat1_deg: float, lon1_deg: float, lat2_deg: float, lon2_deg: float) -> float:
-    """Great-circle distance in metres between two WGS84 points (spherical Earth)."""
-    p1, p2 = math.radians(lat1_deg), math.radians(lat2_deg)
-    dp, dl = p2 - p1, math.radians(lon2_deg - lon1_deg)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
-
-
 def sighting_points(s: Sighting) -> list[tuple[float, float]]:
     """Every position a sighting publishes: the observer, the estimate and each ray's origin."""
     points = [(s.observer.lat_deg, s.observer.lon_deg)]
@@ -108,7 +99,7 @@ def sighting_points(s: Sighting) -> list[tuple[float, float]]:
 def zones_hit(s: Sighting, zones: Iterable[PrivacyZone]) -> list[PrivacyZone]:
     """The zones that any published position of ``s`` lies in."""
     points = sighting_points(s)
-    return [z for z in zones if any(haversine_m(z.lat_deg, z.lon_deg, la, lo) <= z.radius_m for la, lo in points)]
+    return [z for z in zones if any(distance_m(z.lat_deg, z.lon_deg, la, lo) <= z.radius_m for la, lo in points)]
 
 
 # ---- per sighting ----

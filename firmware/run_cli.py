@@ -93,6 +93,10 @@ class StopFlag:
     def __bool__(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until set (or ``timeout`` seconds); whether it is set."""
+        return self._event.wait(timeout)
+
 
 @contextmanager
 def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:

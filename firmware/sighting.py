@@ -439,7 +439,8 @@ def _parse_part(cls: type[Any], obj: object, where: str) -> Any:
         return cls(**members)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A ``json.loads`` object_pairs_hook that refuses a key twice in one object (SightingError)."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -458,7 +459,7 @@ def from_json(data: bytes | str) -> Sighting:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise SightingError("", f"message is {len(raw)} bytes, more than {MAX_MESSAGE_BYTES}")
     try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=float, object_pairs_hook=_no_duplicates)
+        obj = json.loads(raw.decode("utf-8"), parse_constant=float, object_pairs_hook=no_duplicate_keys)
     except SightingError:
         raise
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -580,6 +581,7 @@ __all__ = [
     "from_obj",
     "from_schema_checked",
     "new_id",
+    "no_duplicate_keys",
     "parse_checked_utc",
     "parse_utc",
     "suggested_tags",

@@ -7,7 +7,6 @@ Every subcommand takes ``--store`` (default ``$SOUSVEIL_STATE_DIR/map.db``, else
 from __future__ import annotations
 
 import argparse
-import signal
 import socket
 import sys
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 
 from firmware.config import default_state_dir
 from firmware.mqtt import DEFAULT_PREFIX, MqttConfigError, MqttSettings
+from firmware.run_cli import StopFlag, stop_on_signals
 from mapper.export import FORMATS, ExportError, export
 from mapper.fusion import Fusion
 from mapper.store import SqliteStore, StoreError
@@ -102,17 +102,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
 
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     tls = args.tls or args.ca_file is not None
     settings = MqttSettings(
@@ -130,7 +119,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     sub_settings = SubscriberSettings(regions=tuple(args.region), group=None if args.no_share else args.group)
     store = _store(args)
     sub = MapSubscriber(settings, store, sub_settings)
-    stop = _stop_on_signals()
     sub.start()
     where = f"{', '.join(sub_settings.filters(args.prefix))} on {args.host}:{settings.port}"
     if sub.wait_subscribed(10):
@@ -139,15 +127,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"sousveil map: not subscribed yet to {where}: {sub.last_error or 'no answer'}", flush=True)
     last = time.monotonic()
     try:
-        while not stop.wait(1.0):
-            if args.stats_every and time.monotonic() - last >= args.stats_every:
-                c = sub.counters
-                print(
-                    f"received {c.received}, stored {c.stored}, duplicates {c.duplicates},"
-                    f" rejected {c.rejected}, fused {c.fused}" + (f"; {sub.last_error}" if sub.last_error else ""),
-                    flush=True,
-                )
-                last = time.monotonic()
+        with stop_on_signals(StopFlag()) as stop:
+            while not stop.wait(1.0):
+                if args.stats_every and time.monotonic() - last >= args.stats_every:
+                    c = sub.counters
+                    print(
+                        f"received {c.received}, stored {c.stored}, duplicates {c.duplicates},"
+                        f" rejected {c.rejected}, fused {c.fused}" + (f"; {sub.last_error}" if sub.last_error else ""),
+                        flush=True,
+                    )
+                    last = time.monotonic()
     finally:
         sub.close()
         store.close()
@@ -229,12 +218,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     store = _store(args)
     server = serve(store, host=args.host, port=args.port, tile_url=args.tile_url, attribution=args.attribution)
-    stop = _stop_on_signals()
     thread = threading.Thread(target=server.serve_forever, name="map-http", daemon=True)
     thread.start()
     print(f"sousveil map: serving {server.url}")
     try:
-        stop.wait()
+        with stop_on_signals(StopFlag()) as stop:
+            stop.wait()
     finally:
         server.shutdown()
         server.server_close()

@@ -24,9 +24,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
 
+from firmware.position.interpolate import distance_m
 from firmware.sighting import format_utc
 from mapper.entity import Entity, EntityRay
-from mapper.store import Store, distance_m
+from mapper.store import Store
 
 Format = Literal["geojson", "osm", "csv", "kml"]
 FORMATS: Final = ("geojson", "osm", "csv", "kml")

@@ -40,9 +40,10 @@ from datetime import datetime
 import numpy as np
 
 from firmware.geometry import from_local, to_local
+from firmware.position.interpolate import distance_m
 from firmware.sighting import LABELS
 from mapper.entity import Entity, Method
-from mapper.store import Fused, SightingRow, Store, distance_m
+from mapper.store import Fused, SightingRow, Store
 
 
 @dataclass(frozen=True, slots=True)

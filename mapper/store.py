@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from firmware.position.interpolate import distance_m
 from firmware.sighting import Sighting, format_utc, parse_utc, to_json
 from mapper.entity import Entity, EntityRay
 
@@ -524,11 +525,3 @@ def _sighting_row(r: Sequence[object]) -> SightingRow:
         rays=tuple(RayRow(*ray) for ray in json.loads(str(r[10]))),
         entity_id=None if r[11] is None else str(r[11]),
     )
-
-
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in metres (haversine, mean Earth radius)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * 6_371_008.8 * math.asin(min(1.0, math.sqrt(a)))

@@ -24,8 +24,16 @@ from typing import Any, Final
 from fastjsonschema import JsonSchemaValueException
 
 from firmware import geohash
-from firmware.sighting import MAX_MESSAGE_BYTES, Sighting, SightingError, from_schema_checked, parse_checked_utc
-from mapper.store import EARTH_M_PER_DEG, distance_m
+from firmware.position.interpolate import distance_m
+from firmware.sighting import (
+    MAX_MESSAGE_BYTES,
+    Sighting,
+    SightingError,
+    from_schema_checked,
+    no_duplicate_keys,
+    parse_checked_utc,
+)
+from mapper.store import EARTH_M_PER_DEG
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +89,6 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key[:40]!r} appears twice")
-        out[key] = value
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class Checked:
     """A message that passed every check, kept as parsed (no dataclass per ray: the store writes
@@ -127,7 +126,7 @@ def check_message(
     if len(payload) > MAX_MESSAGE_BYTES:
         return Rejected("oversized", f"{len(payload)} bytes, more than {MAX_MESSAGE_BYTES}")
     try:
-        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=no_duplicate_keys)
     except (ValueError, RecursionError) as e:
         return Rejected("json", f"not strict UTF-8 JSON: {str(e)[:200]}")
     try:

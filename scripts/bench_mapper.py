@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +33,7 @@ from paho.mqtt.properties import Properties
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker.local import find_mosquitto, free_port, port_open  # noqa: E402
+from broker.local import LocalBroker, free_port  # noqa: E402
 from firmware.mqtt import MqttSettings, topic_for  # noqa: E402
 from firmware.sighting import Sighting, to_json  # noqa: E402
 from mapper.fusion import Fusion  # noqa: E402
@@ -58,26 +57,18 @@ def world_of(scale: int, seed: int = 7) -> list[Sighting]:
     return out
 
 
-def start_broker(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    exe = find_mosquitto()
-    if exe is None:
-        sys.exit("mosquitto is not installed (apt-get install mosquitto)")
+def start_broker(directory: Path) -> LocalBroker:
+    """A plain loopback mosquitto (the mapper is measured here, not TLS) on the second core."""
     port = free_port()
-    conf = directory / "mosquitto.conf"
-    conf.write_text(
+    conf = (
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_inflight_messages 1000\nlog_type error\n",
-        encoding="utf-8",
+        "max_queued_messages 0\nmax_inflight_messages 1000\nlog_type error\n"
     )
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
-    while not port_open(port):
-        if time.monotonic() > deadline:
-            sys.exit("mosquitto did not start")
-        time.sleep(0.05)
+    broker = LocalBroker(directory, conf, port)
+    broker.start()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(proc.pid, {1})  # the broker on the second core, the mapper on the first
-    return proc, port
+        os.sched_setaffinity(broker.pid, {1})  # the broker on the second core, the mapper on the first
+    return broker
 
 
 def publish(port: int, sightings: list[Sighting]) -> float:
@@ -155,13 +146,12 @@ def main() -> int:
         pool = world_of(scale, seed=11)
         print(f"world for ingest: {len(pool)} sightings in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         batch = pool[: args.ingest]
-        proc, port = start_broker(root)
+        broker = start_broker(root)
         try:
-            alone = ingest(port, root, batch, fuse_every_s=1e9, name="alone")
-            fused = ingest(port, root, batch, fuse_every_s=2.0, name="fused")
+            alone = ingest(broker.port, root, batch, fuse_every_s=1e9, name="alone")
+            fused = ingest(broker.port, root, batch, fuse_every_s=2.0, name="fused")
         finally:
-            proc.terminate()
-            proc.wait(5)
+            broker.stop()
         print(f"ingest through mosquitto into SQLite, mapper on one core ({os.cpu_count()} cores here):")
         for label, r in (("validate + store, fusion deferred", alone), ("validate + store + fusion every 2 s", fused)):
             print(f"  {label}: {r['n']:.0f} sightings in {r['s']:.2f} s = {r['per_s']:.0f} sightings/s")

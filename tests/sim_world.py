@@ -33,9 +33,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from firmware.geometry import from_local, intersect_rays, to_local
+from firmware.position.interpolate import distance_m
 from firmware.sighting import LABELS, ModelRef, Position, Ray, Sighting, suggested_tags
 from mapper.entity import Entity
-from mapper.store import distance_m
 
 ORIGIN = (55.7047, 13.1910)  # Lund
 MODEL = ModelRef("sousveil-cams", "0.1.0", "ab" * 32)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from firmware.position.interpolate import distance_m
 from firmware.sighting import ModelRef, Position, Ray, Sighting, suggested_tags
 from mapper.entity import Entity
 from mapper.export import (
@@ -33,7 +34,7 @@ from mapper.export import (
     write_geojson,
     write_osm,
 )
-from mapper.store import Fused, SqliteStore, distance_m
+from mapper.store import Fused, SqliteStore
 
 T0 = datetime(2025, 6, 1, 8, 30, tzinfo=UTC)
 NASTY = "Stadt <&\"'> Ü\x01"  # markup, quotes, non-ASCII and a control character

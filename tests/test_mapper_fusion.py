@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from firmware.position.interpolate import distance_m
 from firmware.sighting import Ray, Sighting
 from mapper.fusion import Fusion, FusionConfig, confidence, fit, make_entity
-from mapper.store import SightingRow, SqliteStore, StoreError, distance_m
+from mapper.store import SightingRow, SqliteStore, StoreError
 from tests.mqtt_broker import Broker, broker_factory_fixture, broker_fixture  # noqa: F401 - fixtures
 from tests.sim_world import make_world
 from tests.test_mapper_sim import messages, publish_all, start_mapper, wait_until

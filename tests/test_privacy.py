@@ -13,13 +13,13 @@ import pytest
 from test_sighting import jpeg_b64, make
 
 from firmware.config import PrivacySettings, PrivacyZone
+from firmware.position.interpolate import distance_m
 from firmware.privacy import (
     Delayed,
     PrivacyFilter,
     apply_privacy,
     coarsen,
     device_id,
-    haversine_m,
     zones_hit,
 )
 from firmware.sighting import Crop, Estimate, Position, Ray, Sighting, to_json
@@ -78,12 +78,12 @@ def test_damaged_or_loose_id_file(tmp_path: Path) -> None:
 # ---- distances and zones ----
 
 
-def test_haversine_known_distances() -> None:
+def test_distance_known_values() -> None:  # the one haversine, zones use it
     # one degree of latitude on the mean-radius sphere: 2 * pi * 6371008.8 / 360
-    assert haversine_m(0.0, 0.0, 1.0, 0.0) == pytest.approx(111_195.08, abs=0.1)
+    assert distance_m(0.0, 0.0, 1.0, 0.0) == pytest.approx(111_195.08, abs=0.1)
     # Paris (Notre-Dame) to London (Trafalgar Square): about 343.5 km
-    assert haversine_m(48.8530, 2.3499, 51.5080, -0.1281) == pytest.approx(343_500, rel=0.005)
-    assert haversine_m(52.52, 13.405, 52.52, 13.405) == 0.0
+    assert distance_m(48.8530, 2.3499, 51.5080, -0.1281) == pytest.approx(343_500, rel=0.005)
+    assert distance_m(52.52, 13.405, 52.52, 13.405) == 0.0
 
 
 def zone(lat: float, lon: float, radius_m: float, action: Any = "drop", delay_h: float = 0.0) -> PrivacyZone:
@@ -112,7 +112,7 @@ def test_drop_zone_inside_and_outside() -> None:
 def test_zone_edge_by_haversine() -> None:
     s = make(estimate=None, rays=(Ray(datetime(2025, 6, 1, 8, 30, tzinfo=UTC), 52.521, 13.405, 3.0, 40.0, 4.0),))
     centre = (52.52002 - 0.001, 13.405)  # observer ~111 m north of the centre, ray ~222 m
-    distance = haversine_m(*centre, 52.52002, 13.405)
+    distance = distance_m(*centre, 52.52002, 13.405)
     assert distance == pytest.approx(111.2, abs=0.1)
     assert zones_hit(s, [zone(*centre, distance + 0.5)])
     assert not zones_hit(s, [zone(*centre, distance - 0.5)])
@@ -122,7 +122,7 @@ def test_estimate_or_a_ray_inside_is_enough() -> None:
     s = make()
     assert s.estimate is not None
     # a zone around the camera estimate only (observer is ~13 m away, radius 5 m)
-    assert haversine_m(s.estimate.lat_deg, s.estimate.lon_deg, s.observer.lat_deg, s.observer.lon_deg) > 5
+    assert distance_m(s.estimate.lat_deg, s.estimate.lon_deg, s.observer.lat_deg, s.observer.lon_deg) > 5
     assert apply_privacy(s, PrivacySettings(zones=(zone(s.estimate.lat_deg, s.estimate.lon_deg, 5.0),)), NOW) is None
     first = s.rays[0]
     assert apply_privacy(s, PrivacySettings(zones=(zone(first.lat_deg, first.lon_deg, 1.0),)), NOW) is None
