@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from mapper.export import FORMATS, ExportError, export
 from mapper.fusion import Fusion
 from mapper.store import SqliteStore, StoreError
 from mapper.subscriber import DEFAULT_GROUP, MapSubscriber, SubscriberSettings
-from mapper.validate import Rejected, RejectLog, validate
+from mapper.validate import Checked, Rejected, RejectLog, check_message
 
 EXIT_OK, EXIT_ERROR = 0, 2
 
@@ -144,38 +145,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Each line a sighting as the device's file sink writes it; its topic is rebuilt from it."""
+    """Each line a sighting as the device's file sink writes it, checked on the topic the device
+    would have published it on; counted like the subscriber's."""
     from firmware.mqtt import topic_for
     from firmware.sighting import SightingError, from_json
 
     store = _store(args)
     rejects = RejectLog()
+    refused: Counter[str] = Counter()
     stored = dups = 0
     try:
         for path in args.files:
             with path.open("rb") as fh:
                 batch = []
-                for n, line in enumerate(fh, 1):
-                    if not line.strip():
+                for n, raw in enumerate(fh, 1):
+                    line = raw.strip()
+                    if not line:
                         continue
-                    where = f"{path}:{n}"
                     try:
-                        topic = topic_for(from_json(line.strip()))  # the topic the device would have used
+                        result: Checked | Rejected = check_message(topic_for(from_json(line)), line)
                     except SightingError as e:
-                        rejects.add(Rejected("contract", str(e)), where)
-                        continue
-                    result = validate(topic, line.strip())
+                        result = Rejected("contract", str(e))
                     if isinstance(result, Rejected):
-                        rejects.add(result, where)
+                        rejects.add(result, f"{path}:{n}")
+                        refused[result.reason] += 1
                     else:
                         batch.append(result)
-                new = store.add_sightings(batch)
+                new = store.add_checked(batch)
                 stored += sum(new)
                 dups += len(new) - sum(new)
-        store.add_rejections(rejects.take())
+        store.add_rejections(refused + Counter({"duplicate": dups}))
         fused = Fusion(store).run()
-        refused = sum(rejects.total.values())
-        print(f"imported {stored} sightings ({dups} already known, {refused} refused); fused {fused}")
+        print(f"imported {stored} sightings ({dups} already known, {refused.total()} refused); fused {fused}")
     finally:
         store.close()
     return EXIT_OK

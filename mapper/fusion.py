@@ -71,7 +71,6 @@ class Fit:
     sigma_m: float
     method: Method
     outliers: tuple[tuple[str, int], ...] = ()
-    chi2_per_dof: float = 0.0
 
 
 class RaySet:
@@ -130,14 +129,6 @@ class RaySet:
         else:
             for s in sightings:
                 self.add(s, cfg)
-
-    def joined(self, s: SightingRow, cfg: FusionConfig) -> RaySet:
-        """A copy with the rays of ``s`` added (self unchanged)."""
-        out = RaySet(self.origin)
-        out.pts, out.b, out.sig, out.acc, out.pid = self.pts, self.b, self.sig, self.acc, self.pid
-        out.keys = list(self.keys)
-        out.add(s, cfg)
-        return out
 
 
 @dataclass
@@ -275,7 +266,7 @@ def fit(
             sigma = math.sqrt(geo + gps**2 / passes)
             lat, lon = from_local(float(fix[0]), float(fix[1]), lat0, lon0)
             outliers = tuple(k for k, kept in zip(keys, keep, strict=True) if not kept)
-            return Fit(lat, lon, sigma, "rays", outliers, chi2)
+            return Fit(lat, lon, sigma, "rays", outliers)
     estimates = [s.estimate for s in sightings if s.estimate is not None]
     if estimates:
         w = np.array([1.0 / max(e[2], 0.5) ** 2 for e in estimates])

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from firmware.position.interpolate import distance_m
-from firmware.sighting import Sighting, format_utc, parse_utc, to_json
+from firmware.sighting import Sighting, format_utc, parse_utc
 from mapper.entity import Entity, EntityRay
 
 if TYPE_CHECKING:
@@ -60,23 +60,6 @@ class SightingRow:
     rays: tuple[RayRow, ...]
     entity_id: str | None = None
 
-    @classmethod
-    def of(cls, s: Sighting) -> SightingRow:
-        est = s.estimate
-        return cls(
-            id=s.id,
-            device=s.device,
-            first_seen_utc=s.first_seen_utc,
-            last_seen_utc=s.last_seen_utc,
-            label=s.label,
-            score=s.score,
-            frames=s.frames,
-            observer=(s.observer.lat_deg, s.observer.lon_deg, s.observer.acc_m),
-            estimate=None if est is None else (est.lat_deg, est.lon_deg, est.sigma_m),
-            direction_deg=s.direction_deg,
-            rays=tuple(RayRow(r.lat_deg, r.lon_deg, r.acc_m, r.bearing_deg, r.sigma_deg) for r in s.rays),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Fused:
@@ -96,17 +79,9 @@ class Fused:
 class Store(Protocol):
     """The storage interface of the mapper (SQLite here; PostGIS can follow)."""
 
-    def add_sightings(
-        self, sightings: Sequence[Sighting], received_utc: datetime | None = None, bodies: Sequence[bytes] | None = None
-    ) -> list[bool]:
-        """Store each sighting unless its id is known; True where it was new. One transaction.
-
-        ``bodies``: the messages as received (kept verbatim); by default each is re-serialised.
-        """
-        ...
-
     def add_checked(self, messages: Sequence[Checked], received_utc: datetime | None = None) -> list[bool]:
-        """As add_sightings, for messages mapper.validate.check_message accepted (the subscriber's path)."""
+        """Store each message mapper.validate.check_message accepted, unless its sighting id is
+        known; True where it was new. One transaction."""
         ...
 
     def pending(self, limit: int = 10_000) -> list[SightingRow]:
@@ -235,44 +210,11 @@ class SqliteStore:
             except sqlite3.OperationalError as e:
                 raise StoreError(f"cannot write {what} to the map store {self.path}: {e}") from None
 
-    def add_sightings(
-        self, sightings: Sequence[Sighting], received_utc: datetime | None = None, bodies: Sequence[bytes] | None = None
-    ) -> list[bool]:
-        received = format_utc(received_utc or datetime.now(UTC))
-        if bodies is not None and len(bodies) != len(sightings):
-            raise ValueError(f"{len(bodies)} message bodies for {len(sightings)} sightings")
+    def add_sightings(self, sightings: Sequence[Sighting], received_utc: datetime | None = None) -> list[bool]:
+        """``add_checked`` for Sighting objects (files, tests, benchmarks): each as its wire form."""
+        from mapper.validate import Checked
 
-        def run() -> list[bool]:
-            out = []
-            for k, s in enumerate(sightings):
-                o, e = s.observer, s.estimate
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO sightings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
-                    (
-                        s.id,
-                        s.device,
-                        format_utc(s.first_seen_utc),
-                        format_utc(s.last_seen_utc),
-                        s.label,
-                        s.score,
-                        s.frames,
-                        f"[{o.lat_deg!r},{o.lon_deg!r},{o.acc_m!r}]",
-                        None if e is None else f"[{e.lat_deg!r},{e.lon_deg!r},{e.sigma_m!r}]",
-                        s.direction_deg,
-                        "["
-                        + ",".join(
-                            f"[{r.lat_deg!r},{r.lon_deg!r},{r.acc_m!r},{r.bearing_deg!r},{r.sigma_deg!r}]"
-                            for r in s.rays
-                        )
-                        + "]",
-                        (to_json(s) if bodies is None else bodies[k]).decode("utf-8"),
-                        received,
-                    ),
-                )
-                out.append(cur.rowcount == 1)
-            return out
-
-        return self._write("sightings", run)  # type: ignore[return-value]
+        return self.add_checked([Checked.of(s) for s in sightings], received_utc)
 
     def add_checked(self, messages: Sequence[Checked], received_utc: datetime | None = None) -> list[bool]:
         received = format_utc(received_utc or datetime.now(UTC))

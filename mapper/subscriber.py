@@ -235,14 +235,12 @@ class MapSubscriber:
     def _store(self, batch: _Batch) -> None:
         if not batch.counted:
             self.store.add_rejections(batch.refused)
-            self.rejects.take()  # the log's own tally of the same refusals: already counted here
             batch.counted = True
         new = self.store.add_checked(batch.good) if batch.good else []
         stored = [s for s, is_new in zip(batch.good, new, strict=True) if is_new]
         dups = len(batch.good) - len(stored)
         if dups:
             self.store.add_rejections({"duplicate": dups})
-            self.rejects.total["duplicate"] += dups
         for msg in batch.messages:  # committed (or refused): now the broker may forget them
             if msg.qos > 0:
                 self._client.ack(msg.mid, msg.qos)

@@ -32,6 +32,7 @@ from firmware.sighting import (
     from_schema_checked,
     no_duplicate_keys,
     parse_checked_utc,
+    to_json,
 )
 from mapper.store import EARTH_M_PER_DEG
 
@@ -99,26 +100,24 @@ class Checked:
     first_seen_utc: datetime
     last_seen_utc: datetime
 
-    @property
-    def id(self) -> str:
-        return str(self.obj["id"])
+    @classmethod
+    def of(cls, s: Sighting) -> Checked:
+        """A sighting built here (already held to the contract by its dataclasses) in this form."""
+        body = to_json(s)
+        return cls(json.loads(body), body, s.first_seen_utc, s.last_seen_utc)
 
     def sighting(self) -> Sighting:
         return from_schema_checked(self.obj)
 
 
-def validate(
-    topic: str, payload: bytes, prefix: str = "sousveil/v1", now: datetime | None = None
-) -> Sighting | Rejected:
-    """The sighting in ``payload`` published on ``topic``, or why it is refused."""
-    result = check_message(topic, payload, prefix, now)
-    return result if isinstance(result, Rejected) else result.sighting()
-
-
 def check_message(
     topic: str, payload: bytes, prefix: str = "sousveil/v1", now: datetime | None = None
 ) -> Checked | Rejected:
-    """Every check of :func:`validate`, without building the Sighting (the subscriber's path)."""
+    """The message ``payload`` published on ``topic`` if it passes every check, else why not.
+
+    It is not turned into a Sighting (``.sighting()`` does that): the store writes from the
+    parsed message, and the subscriber needs no dataclass per ray.
+    """
     try:
         cell, topic_device = geohash.parse_sighting_topic(prefix, topic)
     except ValueError as e:
@@ -188,10 +187,10 @@ def _sane(  # noqa: PLR0911
 
 
 class RejectLog:
-    """Counts rejections per reason and logs them without letting a flood fill the log.
+    """Logs rejections without letting a flood fill the log (the counting is the caller's).
 
     The first ``burst`` messages of a reason in each ``window_s`` are logged at WARNING; the
-    rest are counted and summarised once the window ends.
+    rest are summarised once the window ends.
     """
 
     def __init__(self, burst: int = 5, window_s: float = 60.0, clock: Any = time.monotonic) -> None:
@@ -199,8 +198,6 @@ class RejectLog:
         self.window_s = window_s
         self._clock = clock
         self._lock = threading.Lock()
-        self.total: Counter[str] = Counter()
-        self._unflushed: Counter[str] = Counter()
         self._window: Counter[str] = Counter()
         self._window_start = clock()
 
@@ -215,15 +212,6 @@ class RejectLog:
                     )
                 self._window.clear()
                 self._window_start = now
-            self.total[rejected.reason] += 1
-            self._unflushed[rejected.reason] += 1
             self._window[rejected.reason] += 1
             if self._window[rejected.reason] <= self.burst:
                 log.warning("rejected a message on %s: %s: %s", topic[:120], rejected.reason, rejected.detail)
-
-    def take(self) -> dict[str, int]:
-        """The counts since the last take (for the store's persistent totals)."""
-        with self._lock:
-            out = dict(self._unflushed)
-            self._unflushed.clear()
-            return out

@@ -23,6 +23,14 @@ def world_fixture() -> object:
     return make_world(seed=4, n_cameras=12, n_rides=30, n_devices=8, fp_per_km=0.0)
 
 
+def rows_of(tmp_path: Path, sightings: list[Sighting], name: str = "rows.db") -> list[SightingRow]:
+    """The sightings as fusion reads them back from a store."""
+    store = SqliteStore(tmp_path / name)
+    store.add_sightings(sightings)
+    by_id = {r.id: r for r in store.pending(1_000_000)}
+    return [by_id[s.id] for s in sightings]
+
+
 def fused_store(tmp_path: Path, sightings: list[Sighting], name: str = "map.db") -> SqliteStore:
     store = SqliteStore(tmp_path / name)
     store.add_sightings(sightings)
@@ -83,9 +91,9 @@ def test_fusing_in_one_go_or_in_pieces_finds_the_same_cameras(tmp_path: Path, wo
         assert any(distance_m(e.lat_deg, e.lon_deg, p.lat_deg, p.lon_deg) < 5 for p in pieces.entities()), e
 
 
-def test_class_by_weighted_vote_and_confidence_from_independent_devices(world: object) -> None:
+def test_class_by_weighted_vote_and_confidence_from_independent_devices(tmp_path: Path, world: object) -> None:
     sightings = world.sightings  # type: ignore[attr-defined]
-    rows = [SightingRow.of(s) for s in sightings[:6]]
+    rows = rows_of(tmp_path, sightings[:6])
     one_device = [replace(r, device="aaaaaaaaaaaaaaaa", score=0.9) for r in rows]
     two_devices = [
         replace(r, device="aaaaaaaaaaaaaaaa" if i % 2 else "bbbbbbbbbbbbbbbb", score=0.9) for i, r in enumerate(rows)
@@ -102,7 +110,7 @@ def test_class_by_weighted_vote_and_confidence_from_independent_devices(world: o
 def test_a_wild_ray_is_an_outlier_and_does_not_move_the_camera(tmp_path: Path, world: object) -> None:
     w = world  # type: ignore[assignment]
     cam = max(w.passes, key=w.passes.get)  # type: ignore[attr-defined]
-    own = [SightingRow.of(s) for s in w.sightings if w.truth[s.id] == cam]  # type: ignore[attr-defined]
+    own = rows_of(tmp_path, [s for s in w.sightings if w.truth[s.id] == cam])  # type: ignore[attr-defined]
     clean = fit(own)
     bad = own[0]
     wild = Ray(
@@ -110,7 +118,7 @@ def test_a_wild_ray_is_an_outlier_and_does_not_move_the_camera(tmp_path: Path, w
     )
     s0 = next(s for s in w.sightings if s.id == bad.id)  # type: ignore[attr-defined]
     spoilt = replace(s0, rays=(*s0.rays, wild), last_seen_utc=s0.last_seen_utc + timedelta(0))
-    rows = [SightingRow.of(spoilt), *own[1:]]
+    rows = [*rows_of(tmp_path, [spoilt], "spoilt.db"), *own[1:]]
     f = fit(rows)
     assert (bad.id, len(s0.rays)) in f.outliers
     assert distance_m(f.lat_deg, f.lon_deg, clean.lat_deg, clean.lon_deg) < 1.0
