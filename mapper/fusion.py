@@ -1,15 +1,19 @@
 """Fusion: group sightings into camera entities and place each camera from all its bearing rays.
 
-Each pending sighting (oldest first) is offered to the entities near it. It joins the one
-whose rays, together with its own, still cross at one point (a joint fit whose normalised
-residuals stay small); when none does it starts an entity of its own. Every entity touched
-is then re-fitted from all the rays of all its sightings:
+Each pending sighting (oldest first) is offered to the entities within ``gate_m`` of where it
+places the camera (the device's estimate, else its own rays, else the rider). It joins the one
+its rays point at best (:func:`pass_chi2`: each pass's shared heading error and GPS offset
+fitted away, what is left held to the ray-to-ray jitter; the device's estimate, when there is
+one, within 3 sigma); when none fits it starts an entity of its own. Every entity touched is
+then re-fitted from all the rays of all its sightings:
 
 - **Position**: weighted least squares on the perpendicular distances of the camera from
   every ray, in a local east/north plane. A ray's lateral uncertainty is
   ``(range * sigma_deg)^2 + acc_m^2``: a bearing error grows with distance, a GPS error does
   not. Re-weighted with the ranges of the previous solution; rays more than ``reject_z``
-  sigmas off (or pointing away from the fix) are outliers and left out, a few rounds.
+  sigmas off (or pointing away from the fix) are outliers and left out, a few rounds; then
+  Gauss-Newton on the bearing residuals themselves (the maximum-likelihood fix: least squares
+  on distances is pulled towards the riders when bearings are noisy).
   Too few rays, or rays that do not cross (one pass in a straight line, parallel bearings):
   the devices' own estimates are averaged (``method="estimates"``); with neither, a point a
   nominal range along the rays marks the entity (``method="observer"``, kept out of the OSM
@@ -24,7 +28,7 @@ is then re-fitted from all the rays of all its sightings:
   ``confidence = 1 - prod_d (1 - c_d)``. One device alone never exceeds ``device_cap`` (0.6):
   a camera becomes sure when different riders see it.
 - **Stable ids**: a new entity draws a UUID4; it keeps it as sightings join. When two
-  entities turn out to be one camera (their joint fit holds), the older id absorbs the
+  entities turn out to be one camera (one fit of both that every pass fits), the older id absorbs the
   younger, and the store keeps the younger as an alias.
 """
 
@@ -51,7 +55,7 @@ class FusionConfig:
     """The knobs of fusion; the defaults suit bike passes with 3-5 m GPS and 5-10 degree headings."""
 
     gate_m: float = 40.0  # entities further than this from a sighting's camera (or rider) are not candidates
-    accept_chi2: float = 6.0  # a joint fit holds when the mean squared normalised residual stays below this
+    accept_chi2: float = 6.0  # a pass fits an entity (or a merge holds) when its pass_chi2 stays below this
     reject_z: float = 3.0  # rays further off than this many sigmas are outliers
     min_sigma_deg: float = 1.0  # floor on a ray's stated angular sigma
     max_range_m: float = 80.0  # a camera further than this from the riders who saw it is not believed

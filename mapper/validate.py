@@ -1,5 +1,6 @@
-"""Every message is checked before it may touch the map: size, strict JSON, the JSON Schema,
-the contract's own checks (firmware.sighting.from_json), then sane ranges and its topic.
+"""Every message is checked before it may touch the map: its topic, size, strict JSON, the JSON
+Schema, what the schema cannot say (the checks of firmware.sighting.from_obj, made on the
+parsed message), then sane ranges. :func:`check_message` is the one entry point.
 
 A message that fails is a :class:`Rejected` with a short ``reason`` (counted per reason) and
 a ``detail`` for the log; nothing here raises on bad input. Duplicates (a known sighting id)
