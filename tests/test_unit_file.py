@@ -119,21 +119,19 @@ def test_installed_for_multi_user(service: dict[str, list[str]]) -> None:
     assert ("WantedBy", "multi-user.target") in sections["Install"]
 
 
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
+def verify(unit: Path, tmp_path: Path, exec_path: str, tail: str = "") -> None:
+    """`systemd-analyze verify` on a copy of ``unit`` whose ``exec_path`` (absent here) is this venv's
+    own entry point; verify exits 0 on typos, so no line of its output may name our unit either."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze not installed (Debian/Ubuntu: apt install systemd)")
-    # ExecStart must name an existing executable for verify; the venv's own entry point if there
     executable = Path(sys.executable).parent / "sousveil"
     if not os.access(executable, os.X_OK):
         executable = Path(sys.executable)
-    text = UNIT.read_text(encoding="utf-8")
-    assert text.count(f"ExecStart={EXEC_START}\n") == 1
-    copy = tmp_path / "sousveil.service"  # verify wants the real unit name
-    copy.write_text(
-        text.replace(f"ExecStart={EXEC_START}", f"ExecStart={executable} run --config /etc/sousveil/sousveil.toml"),
-        encoding="utf-8",
-    )
+    text = unit.read_text(encoding="utf-8")
+    assert text.count(exec_path) == 1
+    copy = tmp_path / unit.name  # verify wants the real unit name
+    copy.write_text(text.replace(exec_path, f"ExecStart={executable}{tail}"), encoding="utf-8")
     env = {**os.environ, "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": "cat", "LC_ALL": "C"}
     result = subprocess.run(
         [analyze, "verify", str(copy)], capture_output=True, text=True, env=env, timeout=60, check=False
@@ -143,6 +141,10 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     ours = [line for line in output.splitlines() if "sousveil" in line]
     assert result.returncode == 0, output
     assert ours == [], output
+
+
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    verify(UNIT, tmp_path, f"ExecStart={EXEC_START}\n", " run --config /etc/sousveil/sousveil.toml\n")
 
 
 def test_verify_catches_a_bad_directive(tmp_path: Path) -> None:
@@ -178,21 +180,10 @@ def test_mapper_unit_runs_map_run_with_its_store_and_credential() -> None:
 
 
 def test_mapper_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze not installed (Debian/Ubuntu: apt install systemd)")
-    executable = Path(sys.executable).parent / "sousveil"
-    if not os.access(executable, os.X_OK):
-        executable = Path(sys.executable)
-    copy = tmp_path / "sousveil-mapper.service"
-    copy.write_text(
-        MAPPER_UNIT.read_text(encoding="utf-8").replace("/opt/sousveil/venv/bin/sousveil", str(executable)),
-        encoding="utf-8",
+    exec_start = dict(parse_unit(MAPPER_UNIT.read_text(encoding="utf-8"))["Service"])["ExecStart"]
+    verify(
+        MAPPER_UNIT,
+        tmp_path,
+        "ExecStart=/opt/sousveil/venv/bin/sousveil",
+        exec_start.removeprefix("/opt/sousveil/venv/bin/sousveil"),
     )
-    env = {**os.environ, "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": "cat", "LC_ALL": "C"}
-    result = subprocess.run(
-        [analyze, "verify", str(copy)], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert [line for line in output.splitlines() if "sousveil" in line] == [], output
