@@ -168,7 +168,8 @@ def test_a_full_disk_loses_nothing(broker: Broker, tmp_path: Path, world: object
 
 
 def test_the_subscribers_path_stores_what_add_sightings_stores(tmp_path: Path, world: object) -> None:
-    """check_message + add_checked (no dataclass per ray) and validate + add_sightings agree."""
+    """A message checked in place (check_message, no dataclass per ray) stores and reads back as the
+    Sighting it came from does (add_sightings), and .sighting() rebuilds that Sighting exactly."""
     from firmware.mqtt import topic_for
     from firmware.sighting import to_json
     from mapper.validate import Checked, check_message
