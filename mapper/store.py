@@ -18,14 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from firmware.position.interpolate import distance_m
+from firmware.position.interpolate import EARTH_RADIUS_M, distance_m
 from firmware.sighting import Sighting, format_utc, parse_utc
 from mapper.entity import Entity, EntityRay
 
 if TYPE_CHECKING:
     from mapper.validate import Checked
 
-EARTH_M_PER_DEG = 111_320.0
+EARTH_M_PER_DEG = math.radians(1.0) * EARTH_RADIUS_M  # metres per degree of latitude
 
 
 class StoreError(RuntimeError):
