@@ -25,5 +25,7 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ImageError(f"{path}: image not found") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read") from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: image too large to read safely ({err})") from None
     except (OSError, ValueError) as err:
         raise ImageError(f"{path}: cannot read image: {err}") from None

@@ -15,7 +15,7 @@ import numpy as np
 
 from detector import runtime
 from detector.decoders import FAMILIES, Decoder, TensorInfo
-from detector.errors import ModelFileError, ModelMismatchError
+from detector.errors import ConfigError, ModelFileError, ModelMismatchError
 from detector.sidecar import ModelSpec, load_sidecar, resolve_model
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Model:
         missing runtime, missing or non-TFLite file, bad sidecar, hash or tensor mismatch.
         """
         if num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+            raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
         model_path, sidecar_path = resolve_model(Path(path))
         data = runtime.read_model_bytes(model_path)
         spec = load_sidecar(sidecar_path, model_path)

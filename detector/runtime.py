@@ -7,8 +7,13 @@ frame. Building one per frame, as some camera examples do, costs far more than i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +65,49 @@ def read_model_bytes(path: Path) -> bytes:
     return data
 
 
+NATIVE_INFO_PREFIX = "INFO: "
+"""LiteRT's C++ layer prints lines such as ``INFO: Created TensorFlow Lite XNNPACK delegate for
+CPU.`` straight to file descriptor 2 while it builds an interpreter; they go to the log instead."""
+
+
+@contextlib.contextmanager
+def native_stderr_to_log() -> Iterator[None]:
+    """Catch what native code writes to fd 2 inside the block: ``INFO:`` lines go to the debug
+    log, anything else is written back to stderr afterwards (nothing is lost, only delayed)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (pytest capture, embedded)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode(errors="replace")
+    rest = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith(NATIVE_INFO_PREFIX):
+            log.debug("runtime: %s", line.strip())
+        else:
+            rest.append(line)
+    if rest:
+        sys.stderr.write("".join(rest))
+        sys.stderr.flush()
+
+
 def make_interpreter(path: Path, data: bytes, num_threads: int) -> tuple[Any, str]:
     """A ready interpreter (tensors allocated) for the model bytes of ``path``."""
     cls, runtime = interpreter_class()
     try:
-        interpreter = cls(model_content=data, num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with native_stderr_to_log():
+            interpreter = cls(model_content=data, num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(f"{path}: {runtime} cannot load this model: {first}") from None

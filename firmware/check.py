@@ -34,11 +34,12 @@ def _fail(what: str) -> Result:
     return False, f"FAIL: {what}"
 
 
-def check_model(config: Config) -> Result:
-    """Load the model and run it once through the Detector on a blank frame of the camera's size."""
-    path = config.detector.model or default_model_path()
+def check_model(config: Config, model: Model | None = None) -> Result:
+    """Run the model (``model``, else loaded from the config) once through the Detector on a
+    blank frame of the camera's size."""
     try:
-        model = Model.load(path, num_threads=config.detector.num_threads)
+        if model is None:
+            model = Model.load(config.detector.model or default_model_path(), num_threads=config.detector.num_threads)
         detector = Detector(
             model,
             config.detector.tiling,
@@ -186,11 +187,12 @@ def run_device_checks(
     gps_wait_s: float = DEFAULT_GPS_WAIT_S,
     broker_timeout_s: float = DEFAULT_BROKER_TIMEOUT_S,
     picamera2_module: Any = None,
+    model: Model | None = None,
 ) -> int:
-    """Print one line per live check; the number that failed."""
+    """Print one line per live check; the number that failed. ``model``: one already loaded."""
     failed = 0
     checks: list[Callable[[], Result | None]] = [
-        lambda: check_model(config),
+        lambda: check_model(config, model),
         lambda: check_camera(config, picamera2_module),
         lambda: check_gps(config, gps_wait_s),
         lambda: check_broker(config, broker_timeout_s),

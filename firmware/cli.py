@@ -116,9 +116,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from detector.draw import draw_detections
     from detector.images import load_rgb
 
+    several = len(args.images) > 1
+    draw_file = args.draw is not None and (args.draw.is_file() or args.draw.suffix.lower() in IMAGE_SUFFIXES)
+    if several and draw_file and not args.draw.is_dir():
+        raise DetectorError(f"--draw {args.draw}: with several images, give a folder, not a file")
     detector = load_detector(_config(args))
     failed = 0
-    several = len(args.images) > 1
     for path in args.images:
         try:
             frame = load_rgb(path)
@@ -141,10 +144,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 )
         if args.draw:
             target = _draw_path(args.draw, path, several)
-            draw_detections(frame, found, target)
+            try:
+                draw_detections(frame, found, target)
+            except OSError as err:
+                print(f"sousveil: --draw: cannot write {target}: {err.strerror or err}", file=sys.stderr)
+                failed += 1
+                continue
             log.info("drew %s", target)
     if failed:
-        print(f"sousveil: {failed} of {len(args.images)} image(s) could not be read", file=sys.stderr)
+        print(f"sousveil: {failed} of {len(args.images)} image(s) could not be read or drawn", file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_OK
 
@@ -282,10 +290,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             failed += 1
             print(f"{section}: {problem}")
 
+    model: Model | None = None
     try:
         model = Model.load(config.detector.model or default_model_path(), num_threads=config.detector.num_threads)
         report("model", None, f"{model.spec.name} {model.spec.version}, {model.runtime}")
-    except (DetectorError, ValueError) as err:
+    except DetectorError as err:
         report("model", str(err), "")
     if config.device.id is not None:
         report("device", None, f"fixed id {config.device.id}")
@@ -312,6 +321,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             gps_wait_s=args.gps_wait,
             broker_timeout_s=args.broker_timeout,
             picamera2_module=getattr(args, "picamera2_module", None),
+            model=model,
         )
     return EXIT_ERROR if failed else EXIT_OK
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from conftest import MODELS, ROOT
 from PIL import Image
 from toy_targets import make_scene
 
+from detector import DetectorError
 from firmware.cli import main
 
 TOY = str(MODELS / "toy_centernet.tflite")
@@ -110,7 +113,81 @@ def test_no_default_model_yet_says_what_to_do(
 ) -> None:
     path, _ = scene
     monkeypatch.setenv("SOUSVEIL_MODEL", str(tmp_path / "nowhere.tflite"))
-    assert main(["detect", str(path)]) == 2
+    result = sousveil("detect", str(path))
+    assert result.returncode == 2
+    assert result.stderr == f"sousveil: {tmp_path / 'nowhere.tflite'}: model file not found\n"
+    no_model = {**os.environ, "SOUSVEIL_MODEL": ""}
+    from detector.model import default_model_path
+
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # neither the source tree's nor the installed one
+    monkeypatch.setattr(os, "environ", no_model)
+    with pytest.raises(DetectorError, match=r"no default model found .*pass --model PATH or set SOUSVEIL_MODEL"):
+        default_model_path()
+
+
+def test_a_wrong_sha256_is_one_line_and_exit_2(scene: tuple[Path, list[dict[str, object]]], tmp_path: Path) -> None:
+    path, _ = scene
+    model = tmp_path / "toy.tflite"
+    shutil.copy(TOY, model)
+    sidecar = Path(TOY).with_suffix(".toml").read_text()
+    model.with_suffix(".toml").write_text(re.sub(r'sha256 = "[0-9a-f]+"', f'sha256 = "{"0" * 64}"', sidecar))
+    result = sousveil("detect", str(path), "--model", str(model))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("sousveil: ")
+    assert "sha256" in result.stderr and "0" * 64 in result.stderr
+
+
+def test_no_runtime_installed_is_one_line_and_exit_2(scene: tuple[Path, list[dict[str, object]]]) -> None:
+    path, _ = scene
+    code = (
+        "import sys\n"
+        "for name in ('ai_edge_litert', 'ai_edge_litert.interpreter',"
+        " 'tflite_runtime', 'tflite_runtime.interpreter'):\n"
+        "    sys.modules[name] = None\n"
+        "from firmware.cli import main\n"
+        f"raise SystemExit(main(['detect', {str(path)!r}, '--model', {TOY!r}]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("sousveil: no TFLite runtime is installed: `pip install ai-edge-litert`")
+
+
+def test_loading_a_model_prints_nothing_but_errors(scene: tuple[Path, list[dict[str, object]]]) -> None:
+    """LiteRT's native 'INFO: Created TensorFlow Lite XNNPACK delegate' line goes to the debug log."""
+    path, _ = scene
+    quiet = sousveil("detect", str(path), "--model", TOY, "--json")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    debug = sousveil("--debug", "detect", str(path), "--model", TOY, "--json")
+    assert "runtime: INFO: Created TensorFlow Lite XNNPACK delegate" in debug.stderr
+
+
+def test_an_unwritable_draw_target_is_one_line_and_the_rest_still_done(
+    scene: tuple[Path, list[dict[str, object]]], tmp_path: Path
+) -> None:
+    path, truth = scene
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = sousveil("detect", str(path), "--model", TOY, "--json", *SURE, "--draw", str(blocker / "x.png"))
+    assert result.returncode == 1
+    assert len(result.stdout.splitlines()) == len(truth)  # detections printed before the drawing failed
+    assert f"--draw: cannot write {blocker / 'x.png'}" in result.stderr
+    assert "Traceback" not in result.stderr
+    several = sousveil("detect", str(path), str(path), "--model", TOY, "--draw", str(blocker))
+    assert several.returncode == 2
+    assert several.stderr == f"sousveil: --draw {blocker}: with several images, give a folder, not a file\n"
+
+
+def test_an_image_too_large_to_decode_safely_is_refused(
+    scene: tuple[Path, list[dict[str, object]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from detector.images import ImageError, load_rgb
+
+    path, _ = scene
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1280 * 720 // 3)  # the scene is over twice the limit
+    with pytest.raises(ImageError, match="image too large to read safely"):
+        load_rgb(path)
 
 
 def test_bench_prints_the_figures(tmp_path: Path) -> None:

@@ -123,6 +123,38 @@ def test_no_runtime_installed_is_one_clear_error(toy_model: Path, monkeypatch: p
         runtime.interpreter_class.cache_clear()
 
 
+def test_without_litert_the_older_tflite_runtime_is_used(
+    toy_model: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where only ``tflite_runtime`` is installed (older Pi images), the model loads and runs with it.
+
+    The stand-in package is LiteRT's own interpreter under the old name: tflite_runtime's
+    ``Interpreter`` has the same API (it is the same code, renamed by Google in 2024).
+    """
+    import types
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    legacy = types.ModuleType("tflite_runtime")
+    legacy_interpreter = types.ModuleType("tflite_runtime.interpreter")
+    legacy_interpreter.Interpreter = Interpreter  # type: ignore[attr-defined]
+    legacy.interpreter = legacy_interpreter  # type: ignore[attr-defined]
+    runtime.interpreter_class.cache_clear()
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime", legacy)
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", legacy_interpreter)
+    try:
+        with caplog.at_level("WARNING", logger="detector.runtime"):
+            model = Model.load(toy_model, num_threads=1)
+        assert model.runtime == "tflite_runtime"
+        assert "using the older tflite_runtime" in caplog.text
+        outputs = model.infer(lambda buf: buf.fill(0))
+        assert [o.shape for o in outputs] == [tuple(t.shape) for t in model.outputs]
+    finally:
+        runtime.interpreter_class.cache_clear()
+
+
 def test_the_runtime_is_imported_once_per_process() -> None:
     runtime.interpreter_class.cache_clear()
     first = runtime.interpreter_class()
