@@ -167,6 +167,8 @@ class PrivacySettings:
     zones: tuple[PrivacyZone, ...] = ()
     coarse_time_min: int = 0
     publish_crops: bool = False
+    hold_file: Path | None = None
+    """Where sightings in delay zones wait (SQLite); None: in memory only (tests, tools)."""
 
 
 @dataclass(frozen=True)
@@ -452,7 +454,7 @@ def _zone(r: _Reader) -> PrivacyZone:
     return zone
 
 
-def _privacy(r: _Reader) -> PrivacySettings:
+def _privacy(r: _Reader, state: Path) -> PrivacySettings:
     raw = r.raw("zones")
     zones: list[PrivacyZone] = []
     if raw is not None:
@@ -467,7 +469,10 @@ def _privacy(r: _Reader) -> PrivacySettings:
     elif isinstance(coarse, bool) or coarse not in COARSE_TIME_MIN:
         raise r.error("coarse_time_min", f"must be one of {', '.join(map(str, COARSE_TIME_MIN))}, got {coarse!r}")
     out = PrivacySettings(
-        zones=tuple(zones), coarse_time_min=int(coarse), publish_crops=r.boolean("publish_crops", False)
+        zones=tuple(zones),
+        coarse_time_min=int(coarse),
+        publish_crops=r.boolean("publish_crops", False),
+        hold_file=r.path("hold_file", state / "privacy-hold.db"),
     )
     r.done()
     return out
@@ -505,7 +510,7 @@ def parse_config(data: dict[str, Any], source: str | Path, *, state_dir: Path | 
         mqtt=_mqtt(reader("mqtt")) if "mqtt" in data else None,
         outbox=_outbox(reader("outbox"), state),
         output=_output(reader("output"), state),
-        privacy=_privacy(reader("privacy")),
+        privacy=_privacy(reader("privacy"), state),
         gpio=_gpio(reader("gpio")),
     )
 

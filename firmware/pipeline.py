@@ -67,7 +67,9 @@ class Summary:
     standing still: no bearing can be drawn). Of the sightings built, ``privacy_dropped`` lay
     in a 'drop' privacy zone and were never published; ``privacy_delayed`` lay in a 'delay'
     zone and were held, and ``privacy_held`` of those were still not due when the run ended
-    (they are not published: the hold is in memory only, see firmware/privacy.py).
+    (kept in the privacy hold file for a later run, or lost with an in-memory hold; see
+    firmware/privacy.py). ``seconds`` ends before the sink's final flush (waiting for the
+    broker's acknowledgements is not processing); ``flush_seconds`` is that wait.
     """
 
     frames: int
@@ -83,6 +85,7 @@ class Summary:
     privacy_dropped: int = 0
     privacy_delayed: int = 0
     privacy_held: int = 0
+    flush_seconds: float = 0.0
 
     def __str__(self) -> str:
         line = (
@@ -94,7 +97,7 @@ class Summary:
         if self.privacy_dropped or self.privacy_delayed:
             line += (
                 f"\nprivacy zones: {self.privacy_dropped} sightings dropped, {self.privacy_delayed} delayed"
-                f" ({self.privacy_held} still held at the end: not published)"
+                f" ({self.privacy_held} still held at the end)"
             )
         return line
 
@@ -184,9 +187,11 @@ class Pipeline:
             self._waiting.append(_Waiting(track, 0))
         self._retry_waiting(None, final=True)
         self._release_due()
+        seconds = 0.0 if self._started is None else max(0.0, self.clock() - self._started)
+        flush_started = self.clock()
         if not self.sink.flush(flush_timeout_s):
             log.warning("not every sighting was delivered yet; they stay queued in %s", self.sink.describe())
-        seconds = 0.0 if self._started is None else max(0.0, self.clock() - self._started)
+        flush_seconds = max(0.0, self.clock() - flush_started)
         ride = (
             0.0 if self._first_t_ns is None or self._last_t_ns is None else (self._last_t_ns - self._first_t_ns) / 1e9
         )
@@ -204,6 +209,7 @@ class Pipeline:
             privacy_dropped=0 if self.privacy is None else self.privacy.dropped,
             privacy_delayed=0 if self.privacy is None else self.privacy.delayed,
             privacy_held=0 if self.privacy is None else self.privacy.held,
+            flush_seconds=flush_seconds,
         )
         return self._finished
 
@@ -261,6 +267,7 @@ class Pipeline:
         if self.privacy is not None and self.privacy.held:
             for sighting in self.privacy.due():
                 self._submit(sighting)
+                self.privacy.delivered(sighting)
 
     def _submit(self, sighting: Sighting) -> None:
         self.sink.submit(sighting)

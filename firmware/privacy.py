@@ -6,7 +6,9 @@ rays and nothing else, and this module only ever removes or blurs. Per sighting:
     result = apply_privacy(sighting, config.privacy, now)
     # None: inside a 'drop' zone; Delayed: hold until result.release_utc; else publish result
 
-``PrivacyFilter`` does the same, counts what it dropped and holds delayed sightings until due.
+``PrivacyFilter`` does the same, counts what it dropped and holds delayed sightings until due,
+in a SQLite file when given one (``[privacy] hold_file``), so a sighting held at the end of a
+ride is published by a later run once its time has come, and none is lost to a power cut.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from firmware.config import PrivacySettings, PrivacyZone
 from firmware.position.interpolate import distance_m
-from firmware.sighting import Sighting, coarsen_time, format_utc, parse_utc
+from firmware.sighting import Sighting, coarsen_time, format_utc, from_json, parse_utc, to_json
 
 _DEVICE_ID = re.compile(r"[0-9a-f]{16}")
 
@@ -142,16 +145,80 @@ def apply_privacy(s: Sighting, settings: PrivacySettings, now: datetime) -> Sigh
     return s
 
 
-class PrivacyFilter:
-    """``apply_privacy`` with counters and a hold for delayed sightings (in memory: a delayed
-    sighting lost in a power cut is a sighting not published, which errs on the private side)."""
+class HoldError(Exception):
+    """The privacy hold file cannot be opened or written (the message names it)."""
 
-    def __init__(self, settings: PrivacySettings, clock: Callable[[], datetime] = utc_now) -> None:
+
+class HoldStore:
+    """Delayed sightings on disk (SQLite, WAL, synchronous FULL): each is stored before
+    ``PrivacyFilter.submit`` returns and deleted only once the sink has taken it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, release_utc TEXT NOT NULL, body BLOB NOT NULL)"
+            )
+            os.chmod(self.path, 0o600)
+        except (OSError, sqlite3.Error) as err:
+            raise HoldError(f"privacy hold {self.path}: cannot open: {err}") from err
+
+    def load(self) -> list[Delayed]:
+        """Every held sighting; a row that no longer parses is named in the error, not skipped."""
+        out: list[Delayed] = []
+        try:
+            rows = self._db.execute("SELECT id, release_utc, body FROM held ORDER BY release_utc").fetchall()
+        except sqlite3.Error as err:
+            raise HoldError(f"privacy hold {self.path}: cannot read: {err}") from err
+        for sid, release, body in rows:
+            try:
+                out.append(Delayed(from_json(bytes(body)), parse_utc(release)))
+            except ValueError as err:
+                raise HoldError(f"privacy hold {self.path}: sighting {sid} is damaged: {err}") from err
+        return out
+
+    def add(self, d: Delayed) -> None:
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO held (id, release_utc, body) VALUES (?, ?, ?)",
+                (d.sighting.id, format_utc(d.release_utc), to_json(d.sighting)),
+            )
+        except sqlite3.Error as err:
+            raise HoldError(f"privacy hold {self.path}: cannot store sighting {d.sighting.id}: {err}") from err
+
+    def remove(self, sighting_id: str) -> None:
+        try:
+            self._db.execute("DELETE FROM held WHERE id = ?", (sighting_id,))
+        except sqlite3.Error as err:
+            raise HoldError(f"privacy hold {self.path}: cannot remove sighting {sighting_id}: {err}") from err
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PrivacyFilter:
+    """``apply_privacy`` with counters and a hold for delayed sightings.
+
+    With ``hold`` (a :class:`HoldStore`) the hold is durable: what an earlier run held is
+    loaded at start and released when due; ``due()`` hands sightings out and ``delivered(s)``,
+    called once the sink has them, deletes them from the file (a crash in between publishes
+    the sighting again under the same id, which subscribers de-duplicate). Without it the hold
+    is in memory and what is still held at the end of the run is not published."""
+
+    def __init__(
+        self, settings: PrivacySettings, clock: Callable[[], datetime] = utc_now, hold: HoldStore | None = None
+    ) -> None:
         self.settings = settings
         self._clock = clock
         self.dropped = 0
         self.delayed = 0
-        self._held: list[Delayed] = []
+        self.store = hold
+        self._held: list[Delayed] = [] if hold is None else hold.load()
+        self.carried_over = len(self._held)
 
     def submit(self, s: Sighting) -> Sighting | None:
         """The sighting to publish now, or None (dropped, or held for later)."""
@@ -160,6 +227,8 @@ class PrivacyFilter:
             self.dropped += 1
             return None
         if isinstance(result, Delayed):
+            if self.store is not None:
+                self.store.add(result)
             self.delayed += 1
             self._held.append(result)
             return None
@@ -172,6 +241,19 @@ class PrivacyFilter:
         self._held = [d for d in self._held if d.release_utc > now]
         return [d.sighting for d in ready]
 
+    def delivered(self, s: Sighting) -> None:
+        """The sink has taken ``s`` (from ``due()``): forget it on disk too."""
+        if self.store is not None:
+            self.store.remove(s.id)
+
     @property
     def held(self) -> int:
         return len(self._held)
+
+    @property
+    def durable(self) -> bool:
+        return self.store is not None
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()

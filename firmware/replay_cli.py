@@ -29,7 +29,7 @@ from firmware.mqtt import MqttConfigError, MqttPublisher, MqttSettings
 from firmware.outbox import Outbox, OutboxError
 from firmware.pipeline import Pipeline, Summary
 from firmware.position import Fix, GpxSource, NmeaSource, PositionTrack
-from firmware.privacy import PrivacyFilter, device_id, new_device_id
+from firmware.privacy import HoldError, HoldStore, PrivacyFilter, device_id, new_device_id
 from firmware.sinks import FileSink, MqttSink, Sink
 from firmware.tracker import Tracker
 
@@ -122,9 +122,19 @@ class SinkChoice:
     sink: Sink
     outbox: Outbox | None = None
     why: str = ""
+    dropped_before: int = 0  # the outbox's dropped_total when the run began
 
     def queued(self) -> int:
         return 0 if self.outbox is None else self.outbox.stats().depth
+
+    def dropped(self) -> int:
+        """Rows the outbox dropped (``when_full = "drop_oldest"``) during this run."""
+        return 0 if self.outbox is None else self.outbox.stats().dropped_total - self.dropped_before
+
+
+def overflow_path(outbox: Path) -> Path:
+    """Where sightings the full outbox refused are kept until it has room: beside it."""
+    return outbox.with_name(outbox.name + ".overflow.jsonl")
 
 
 def _mqtt_sink(settings: MqttSettings, config: Config, device: str) -> SinkChoice:
@@ -134,12 +144,16 @@ def _mqtt_sink(settings: MqttSettings, config: Config, device: str) -> SinkChoic
     ob.path.parent.mkdir(parents=True, exist_ok=True)
     outbox = Outbox(ob.path, max_rows=ob.max_rows, max_bytes=ob.max_bytes, when_full=ob.when_full)
     try:
+        dropped_before = outbox.stats().dropped_total
         publisher = MqttPublisher(settings, outbox, device)
         publisher.start()
+        sink = MqttSink(publisher, overflow_path(ob.path))
     except BaseException:
         outbox.close()
         raise
-    return SinkChoice(MqttSink(publisher), outbox)
+    if sink.requeued:
+        log.warning("moved %d sightings from %s back into the outbox", sink.requeued, sink.overflow)
+    return SinkChoice(sink, outbox, dropped_before=dropped_before)
 
 
 def open_sink(config: Config, state_dir: Path, device: str, out: Path | None = None) -> SinkChoice:
@@ -182,6 +196,17 @@ def camera_model(config: Config, width: int, hfov: float | None = None, yaw: flo
     )
 
 
+def make_privacy(config: Config) -> PrivacyFilter:
+    """The privacy filter of ``[privacy]``; its hold is the hold file when a zone delays or an
+    earlier run left sightings there, else (nothing to hold) in memory."""
+    settings = config.privacy
+    path = settings.hold_file
+    delays = any(z.action == "delay" for z in settings.zones)
+    if path is None or not (delays or path.exists()):
+        return PrivacyFilter(settings)
+    return PrivacyFilter(settings, hold=HoldStore(path))
+
+
 def make_pipeline(
     config: Config, detector: Detector, camera: CameraModel, positions: PositionTrack, sink: Sink, device: str
 ) -> Pipeline:
@@ -192,7 +217,7 @@ def make_pipeline(
         Tracker(config.tracker),
         sink,
         device,
-        privacy=PrivacyFilter(config.privacy),
+        privacy=make_privacy(config),
     )
 
 
@@ -201,12 +226,41 @@ def finish(pipeline: Pipeline, choice: SinkChoice, out: TextIO | None = None) ->
     out = out or sys.stdout
     summary = pipeline.finish(MQTT_FLUSH_S if choice.outbox is not None else 5.0)
     print(summary, file=out)
-    if summary.privacy_held:
+    privacy = pipeline.privacy
+    if summary.privacy_held and privacy is not None and privacy.store is not None:
+        print(
+            f"{summary.privacy_held} sightings in delay zones are not due yet: kept in {privacy.store.path},"
+            " a later run publishes each once its time has come",
+            file=out,
+        )
+    elif summary.privacy_held:
         print(
             f"{summary.privacy_held} sightings in delay zones were not yet due and were not published",
             file=out,
         )
     queued = choice.queued()
+    sink = choice.sink
+    if isinstance(sink, MqttSink):
+        if sink.requeued:
+            print(f"{sink.requeued} sightings an earlier run could not queue went back into the outbox", file=out)
+        if sink.overflowed:
+            print(
+                f"{sink.overflowed} sightings did not fit in the full outbox: kept in {sink.overflow}; the next"
+                " run moves them into the outbox as it empties (raise [outbox] max_rows/max_bytes?)",
+                file=out,
+            )
+        if sink.unsaved:
+            print(
+                f"{sink.unsaved} sightings could be stored neither in the outbox nor in {sink.overflow}"
+                " (disk full?): they are lost when this process ends",
+                file=out,
+            )
+    dropped = choice.dropped()
+    if dropped:
+        print(
+            f"the full outbox dropped its {dropped} oldest unsent sightings ([outbox] when_full = 'drop_oldest')",
+            file=out,
+        )
     if choice.outbox is not None:
         if queued:
             print(
@@ -214,7 +268,7 @@ def finish(pipeline: Pipeline, choice: SinkChoice, out: TextIO | None = None) ->
                 " (nothing is lost)",
                 file=out,
             )
-        else:
+        elif not (isinstance(sink, MqttSink) and (sink.overflowed or sink.unsaved)):
             print(f"every sighting was delivered ({choice.why})", file=out)
     return summary
 
@@ -292,6 +346,7 @@ ERRORS = (
     ConfigFileError,  # one line naming the file and the key
     MqttConfigError,
     OutboxError,
+    HoldError,
     ValueError,  # bad --hfov, --yaw (CameraModel)
     OSError,  # the output file, the outbox's folder
 )

@@ -1,9 +1,9 @@
 """Where sightings go: the map broker over MQTT, or a local JSON-lines file (the default with no broker).
 
-Every sink has the same four methods (``Sink``), so the pipeline does not care which one it has::
+Every sink has the same four methods (``Sink``), so the pipeline does not care which one it has
+(firmware/replay_cli.py ``open_sink`` picks one from the config)::
 
-    sink = default_sink(mqtt=None, outbox_path=None, file_path=Path("rides/sightings.jsonl"),
-                        device_id="3f9a1c0e5b7d2468")
+    sink = FileSink(Path("rides/sightings.jsonl"))
     sink.submit(sighting)
     sink.close()
     export_geojson(Path("rides/sightings.jsonl"), Path("rides/sightings.geojson"))
@@ -14,12 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from firmware.outbox import Outbox
+from firmware.outbox import OutboxFull
 from firmware.sighting import Sighting, format_utc, from_json, to_json
 
 log = logging.getLogger(__name__)
@@ -39,6 +37,35 @@ class Sink(Protocol):
     def describe(self) -> str:
         """One line for logs and ``sousveil check``: where sightings go (no secrets)."""
         ...
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append ``line`` and a newline to ``path`` (0600, created if missing) in one write, fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        data = line + b"\n"
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(f"{path}: wrote {written} of {len(data)} bytes (disk full?)")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rewrite_lines(path: Path, lines: list[bytes]) -> None:
+    """Replace ``path`` atomically with ``lines`` (removed when there are none)."""
+    if not lines:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"".join(line + b"\n" for line in lines))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 class FileSink:
@@ -79,18 +106,104 @@ class FileSink:
 
 
 class MqttSink:
-    """Sightings to the map broker through the durable outbox (see firmware/mqtt.py)."""
+    """Sightings to the map broker through the durable outbox (see firmware/mqtt.py).
 
-    def __init__(self, publisher: Any) -> None:  # MqttPublisher; Any keeps paho out of this module's import
+    A sighting the outbox refuses (full, with ``when_full = "refuse"``, or its disk full) is
+    not lost and does not stop the ride: it goes to the ``overflow`` file (JSON lines, fsynced)
+    and is counted in ``overflowed``; the next sink opened on the same outbox moves the
+    overflow back into the outbox as far as it has room (``requeued``). When even the
+    overflow file cannot be written (the disk is full), the sighting stays in memory and each
+    later submit and flush tries again; ``unsaved`` is what is still only in memory.
+    """
+
+    def __init__(self, publisher: Any, overflow: Path | None = None) -> None:  # publisher: MqttPublisher
         self.publisher = publisher
+        self.overflow = overflow
+        self.overflowed = 0
+        self.requeued = 0
+        self._unsaved: list[Sighting] = []
+        if overflow is not None:
+            self.requeued = self._requeue()
+
+    @property
+    def unsaved(self) -> int:
+        return len(self._unsaved)
 
     def submit(self, sighting: Sighting) -> bool:
-        return bool(self.publisher.submit(sighting))
+        self._retry_unsaved()
+        return self._store(sighting)
+
+    def _store(self, sighting: Sighting) -> bool:
+        try:
+            return bool(self.publisher.submit(sighting))
+        except OutboxFull as err:
+            if self.overflow is None:
+                raise
+            try:
+                append_line(self.overflow, to_json(sighting))
+            except OSError as write_err:
+                self._unsaved.append(sighting)
+                log.error(
+                    "sighting %s: the outbox refused it (%s) and %s cannot be written (%s); kept in memory,"
+                    " retried with every sighting",
+                    sighting.id,
+                    err,
+                    self.overflow,
+                    write_err,
+                )
+                return True
+            self.overflowed += 1
+            log.warning("sighting %s: the outbox refused it (%s); written to %s", sighting.id, err, self.overflow)
+            return True
+
+    def _retry_unsaved(self) -> None:
+        waiting, self._unsaved = self._unsaved, []
+        for s in waiting:
+            self._store(s)
+
+    def _requeue(self) -> int:
+        """Move what an earlier run spilled into the overflow file back into the outbox, as far as it fits."""
+        assert self.overflow is not None
+        try:
+            lines = self.overflow.read_bytes().splitlines()
+        except FileNotFoundError:
+            return 0
+        except OSError as err:
+            log.error("cannot read the outbox overflow %s: %s", self.overflow, err)
+            return 0
+        moved = 0
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                sighting = from_json(line)
+            except ValueError as err:
+                log.error("%s line %d: not a sighting (%s); left in the file", self.overflow, i + 1, err)
+                continue
+            try:
+                self.publisher.submit(sighting)
+            except OutboxFull:
+                break
+            lines[i] = b""
+            moved += 1
+        if moved:
+            rest = [line for line in lines if line.strip()]
+            rewrite_lines(self.overflow, rest)
+            log.info("moved %d sightings from %s back into the outbox", moved, self.overflow)
+        return moved
 
     def flush(self, timeout: float) -> bool:
-        return bool(self.publisher.flush(timeout))
+        self._retry_unsaved()
+        return bool(self.publisher.flush(timeout)) and not self._unsaved and not self.overflowed
 
     def close(self) -> None:
+        self._retry_unsaved()
+        if self._unsaved:
+            log.error(
+                "%d sightings could be stored neither in the outbox nor in %s (disk full?): they are lost",
+                len(self._unsaved),
+                self.overflow,
+            )
         self.publisher.close()
         self.publisher.outbox.close()
 
@@ -98,33 +211,6 @@ class MqttSink:
         s = self.publisher.settings
         tls = "TLS" if s.uses_tls else "plain"
         return f"mqtt://{s.host}:{s.port} ({tls}, QoS 1, outbox {self.publisher.outbox.path})"
-
-
-def default_sink(
-    *,
-    mqtt: Any | None,
-    outbox_path: Path | None,
-    file_path: Path,
-    device_id: str,
-    clock: Callable[[], float] = time.time,
-) -> Sink:
-    """MQTT when a broker is configured (``mqtt`` is an MqttSettings), else the file sink (the embedded default).
-
-    The MQTT sink needs ``outbox_path``; its publisher is started here.
-    """
-    if mqtt is None:
-        sink: Sink = FileSink(file_path)
-    else:
-        from firmware.mqtt import MqttPublisher  # paho only when a broker is configured
-
-        if outbox_path is None:
-            raise ValueError("an MQTT sink needs an outbox path (the durable queue)")
-        outbox = Outbox(outbox_path)
-        publisher = MqttPublisher(mqtt, outbox, device_id, clock)
-        publisher.start()
-        sink = MqttSink(publisher)
-    log.info("sightings go to %s", sink.describe())
-    return sink
 
 
 def _feature(s: Sighting) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from firmware.config import PrivacySettings, PrivacyZone
 from firmware.position.interpolate import distance_m
 from firmware.privacy import (
     Delayed,
+    HoldError,
+    HoldStore,
     PrivacyFilter,
     apply_privacy,
     coarsen,
@@ -163,6 +165,42 @@ def test_filter_counts_and_releases() -> None:
     released = f.due()
     assert [s.id for s in released] == [near_delay.id] and f.held == 0
     assert released[0].rays[0].t_utc == datetime(2025, 6, 1, 8, 30, tzinfo=UTC)  # coarsened before holding
+
+
+def test_the_hold_is_durable_across_runs(tmp_path: Path) -> None:
+    """A sighting still held when a ride ends is published by a later run once due, exactly once."""
+    path = tmp_path / "state" / "privacy-hold.db"
+    settings = PrivacySettings(zones=(zone(52.52, 13.405, 200.0, "delay", 1.0),), hold_file=path)
+    clock = Clock(NOW)
+    first = PrivacyFilter(settings, clock, hold=HoldStore(path))
+    held = make()
+    assert first.submit(held) is None and first.held == 1
+    first.close()  # the ride ends (or the power goes) with the sighting still held
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    clock.t = NOW + timedelta(minutes=30)
+    early = PrivacyFilter(settings, clock, hold=HoldStore(path))
+    assert early.carried_over == 1 and early.due() == []
+    early.close()
+
+    clock.t = NOW + timedelta(hours=1, minutes=5)
+    later = PrivacyFilter(settings, clock, hold=HoldStore(path))
+    [released] = later.due()
+    assert released == held
+    later.close()  # crashed before the sink took it: still on disk
+    again = PrivacyFilter(settings, clock, hold=HoldStore(path))
+    [released] = again.due()
+    assert released.id == held.id  # the same id again; subscribers de-duplicate
+    again.delivered(released)
+    again.close()
+    assert PrivacyFilter(settings, clock, hold=HoldStore(path)).held == 0
+
+
+def test_a_damaged_hold_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "hold.db"
+    path.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(HoldError, match=r"privacy hold .*hold\.db"):
+        HoldStore(path).load()
 
 
 # ---- times and crops ----

@@ -16,6 +16,7 @@ import pytest
 from firmware import replay_cli, run_cli
 from firmware.mqtt import topic_for
 from firmware.outbox import Outbox
+from firmware.privacy import HoldStore
 from firmware.sighting import from_json
 from tests.mqtt_broker import (  # noqa: F401 - fixtures
     Broker,
@@ -120,6 +121,59 @@ def test_mqtt_config_publishes_on_the_region_topic(
     with Outbox(outbox) as ob:
         assert ob.stats().depth == 0
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_outbox_does_not_stop_the_ride_and_loses_nothing(
+    ride: tuple[Path, Path], tmp_path: Path, broker: Broker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Broker away for long and the outbox full: the ride goes on; the sighting waits in the
+    overflow file; the next run, with room, queues it and delivers it."""
+    outbox = tmp_path / "q" / "outbox.db"
+    outbox.parent.mkdir()
+    with Outbox(outbox) as ob:  # hours offline: the outbox already holds its maximum
+        ob.put("earlier", "sousveil/v1/sightings/u/u3/u33/u33d/u33dc/0123456789abcdef", b"{}")
+    broker.kill()
+    mqtt = f"[mqtt]\nhost = '127.0.0.1'\nport = {broker.port}\n"
+    config = write_config(tmp_path / "full.toml", f"{mqtt}[outbox]\npath = '{outbox}'\nmax_rows = 1\n")
+    assert replay(ride, "--config", str(config)) == 0
+    printed = capsys.readouterr().out
+    assert "1 sightings published" in printed
+    assert "1 sightings did not fit in the full outbox" in printed
+    overflow = replay_cli.overflow_path(outbox)
+    [line] = lines(overflow)
+    assert from_json(line).label == "dome"
+
+    broker.start()
+    sub = Subscriber(broker.port, "sousveil/v1/sightings/#", qos=1)
+    roomy = write_config(tmp_path / "roomy.toml", f"{mqtt}[outbox]\npath = '{outbox}'\nmax_rows = 100\n")
+    try:
+        assert replay(ride, "--config", str(roomy)) == 0
+        got = sub.wait_for(3, timeout=10)  # the earlier row, the overflowed dome, this run's dome
+    finally:
+        sub.close()
+    printed = capsys.readouterr().out
+    assert "1 sightings an earlier run could not queue went back into the outbox" in printed
+    assert "every sighting was delivered" in printed
+    assert not overflow.exists()
+    assert from_json(line).id in {m.payload and json.loads(m.payload).get("id") for m in got}
+
+
+def test_a_delay_zone_keeps_its_sightings_on_disk(
+    ride: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path / "delay.toml",
+        f"[[privacy.zones]]\nlat_deg = {CAM_LAT}\nlon_deg = {CAM_LON}\nradius_m = 100.0\naction = 'delay'\n"
+        "delay_h = 2.0\n",
+    )
+    assert replay(ride, "--config", str(config)) == 0
+    printed = capsys.readouterr().out
+    hold = tmp_path / "state" / "privacy-hold.db"
+    assert "0 sightings published" in printed and "1 delayed" in printed
+    assert f"1 sightings in delay zones are not due yet: kept in {hold}" in printed
+    [held] = HoldStore(hold).load()
+    assert held.sighting.label == "dome"
+    assert lines(tmp_path / "out" / "sightings.jsonl") == []
 
 
 def test_broker_probe(broker: Broker) -> None:

@@ -1,14 +1,14 @@
-"""FileSink, the GeoJSON export and default_sink, on real files (and a real broker for the MQTT choice)."""
+"""FileSink, the GeoJSON export, and MqttSink's overflow when the outbox is full, on real files and a real broker."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from firmware.mqtt import MqttSettings
+from firmware.mqtt import MqttPublisher, MqttSettings
+from firmware.outbox import Outbox
 from firmware.sighting import from_json, to_json
-from firmware.sinks import FileSink, MqttSink, default_sink, export_geojson
+from firmware.sinks import FileSink, MqttSink, export_geojson
 from tests.mqtt_broker import Broker, Subscriber, broker_factory_fixture, broker_fixture  # noqa: F401 - fixtures
 from tests.test_mqtt import DEVICE, sighting
 
@@ -53,24 +53,57 @@ def test_geojson_export_is_a_feature_collection_of_lon_lat_points(tmp_path: Path
         assert props["first_seen_utc"].endswith("Z")
 
 
-def test_default_sink_is_the_file_without_a_broker(tmp_path: Path) -> None:
-    sink = default_sink(mqtt=None, outbox_path=None, file_path=tmp_path / "s.jsonl", device_id=DEVICE)
-    assert isinstance(sink, FileSink)
-    sink.close()
+def mqtt_sink(port: int, outbox: Path, max_rows: int, overflow: Path | None) -> MqttSink:
+    settings = MqttSettings(host="127.0.0.1", port=port, client_id="sink-test", keepalive_s=2)
+    publisher = MqttPublisher(settings, Outbox(outbox, max_rows=max_rows), DEVICE)
+    publisher.start()
+    return MqttSink(publisher, overflow)
 
 
-def test_default_sink_is_mqtt_with_a_broker(broker: Broker, tmp_path: Path) -> None:
-    sub = Subscriber(broker.port, "sousveil/v1/sightings/#")
-    settings = MqttSettings(host="127.0.0.1", port=broker.port, client_id="sink-test", keepalive_s=2)
-    sink: Any = default_sink(mqtt=settings, outbox_path=tmp_path / "o.db", file_path=tmp_path / "x", device_id=DEVICE)
+def test_a_full_outbox_spills_to_the_overflow_file_and_nothing_is_lost(broker: Broker, tmp_path: Path) -> None:
+    """Broker away, outbox full: the ride goes on, the rest waits in the overflow file, the
+    next sink moves it back into the outbox, and once the broker is there every sighting arrives."""
+    broker.kill()
+    outbox, overflow = tmp_path / "outbox.db", tmp_path / "outbox.db.overflow.jsonl"
+    sent = [sighting(i) for i in range(5)]
+    sink = mqtt_sink(broker.port, outbox, 2, overflow)
     try:
-        assert isinstance(sink, MqttSink)
-        assert sink.describe().startswith(f"mqtt://127.0.0.1:{broker.port} (plain, QoS 1")
-        s = sighting(0)
-        sink.submit(s)
-        assert sink.flush(5.0)
-        assert sub.wait_for(1)[0].payload == to_json(s)
+        for s in sent:
+            assert sink.submit(s)  # never raises, never refuses
+        assert sink.overflowed == 3 and sink.unsaved == 0
+        assert not sink.flush(0.2)  # not delivered: the broker is away and three are in the file
+        assert [from_json(line).id for line in overflow.read_bytes().splitlines()] == [s.id for s in sent[2:]]
+    finally:
+        sink.close()
+    broker.start()
+    sub = Subscriber(broker.port, "sousveil/v1/sightings/#")
+    sink = mqtt_sink(broker.port, outbox, 10, overflow)  # room again (a bigger max_rows, or a drained outbox)
+    try:
+        assert sink.requeued == 3 and not overflow.exists()
+        assert sink.flush(10.0)
+        got = {from_json(m.payload).id for m in sub.wait_for(5)}
+        assert got == {s.id for s in sent}
     finally:
         sink.close()
         sub.close()
-    assert not (tmp_path / "x").exists()
+
+
+def test_when_not_even_the_overflow_file_can_be_written_the_sighting_waits_in_memory(
+    broker: Broker, tmp_path: Path
+) -> None:
+    broker.kill()
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the overflow's folder should be")
+    sent = [sighting(i) for i in range(3)]
+    sink = mqtt_sink(broker.port, tmp_path / "outbox.db", 1, blocked / "overflow.jsonl")
+    try:
+        sink.submit(sent[0])
+        sink.submit(sent[1])  # outbox full, overflow cannot be written: kept in memory
+        assert sink.unsaved == 1 and sink.overflowed == 0
+        blocked.unlink()  # space again
+        sink.submit(sent[2])  # retries the one in memory first
+        assert sink.unsaved == 0 and sink.overflowed == 2
+        lines = (blocked / "overflow.jsonl").read_bytes().splitlines()
+        assert [from_json(line).id for line in lines] == [sent[1].id, sent[2].id]
+    finally:
+        sink.close()
