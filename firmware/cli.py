@@ -296,6 +296,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         report("model", None, f"{model.spec.name} {model.spec.version}, {model.runtime}")
     except DetectorError as err:
         report("model", str(err), "")
+    cam, gps = config.camera, config.gps
+    if cam.path is None and cam.source == "picamera2":
+        report("camera", None, "picamera2; --device opens it")
+    elif cam.path is None:
+        report("camera", None, f"{cam.source}, no path: `sousveil run` needs one, `replay` takes the video")
+    else:
+        exists = cam.path.is_dir() if cam.source == "images" else cam.path.is_file()
+        report("camera", None if exists else f"{cam.source} {cam.path} not found", f"{cam.source} {cam.path}")
+    if gps.path is None and gps.source == "gpsd":
+        report("gps", None, f"gpsd {gps.host}:{gps.port}; --device waits for a fix")
+    elif gps.path is None:
+        report("gps", None, f"{gps.source}, no path: `sousveil run` needs one, `replay` takes --track")
+    else:
+        report("gps", None if gps.path.is_file() else f"{gps.source} track {gps.path} not found", str(gps.path))
     if config.device.id is not None:
         report("device", None, f"fixed id {config.device.id}")
     else:

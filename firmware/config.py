@@ -527,4 +527,8 @@ def load_config(path: Path | None, *, state_dir: Path | None = None) -> Config:
         raise ConfigFileError(str(path), "", f"cannot read: {err.strerror}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigFileError(path.name, "", f"not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigFileError(
+            path.name, "", f"not UTF-8 text (byte {err.start}: {err.reason}); save the file as UTF-8"
+        ) from None
     return parse_config(data, path, state_dir=state_dir)

@@ -217,7 +217,7 @@ path = "state/outbox.db"
 def test_check_good_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(good_config(tmp_path))]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(" ")[0] for line in lines] == ["config", "model", "device", "output"]
+    assert [line.split(" ")[0] for line in lines] == ["config", "model", "camera", "gps", "device", "output"]
     assert all(" ok" in line for line in lines), lines
     assert not (tmp_path / "out").exists()  # checking creates nothing
 
@@ -258,6 +258,30 @@ def test_check_output_under_a_file_is_reported(tmp_path: Path, capsys: pytest.Ca
     (tmp_path / "out").write_text("a file, not a folder")
     assert main(["check", str(path)]) == 2
     assert "is not a folder" in capsys.readouterr().out
+
+
+def test_check_reports_a_missing_video_or_track(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = good_config(tmp_path)
+    path.write_text(path.read_text() + "[camera]\npath = 'ride.mp4'\n[gps]\npath = 'ride.gpx'\n")
+    assert main(["check", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert f"camera: video {tmp_path / 'ride.mp4'} not found" in out
+    assert f"gps: gpx track {tmp_path / 'ride.gpx'} not found" in out
+    (tmp_path / "ride.mp4").write_bytes(b"")
+    (tmp_path / "ride.gpx").write_text("")
+    assert main(["check", str(path)]) == 0
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("[device]\n# Zürich\n".encode("latin-1"))
+    assert main(["check", str(path)]) == 2
+    assert (
+        capsys.readouterr().out == "config: latin1.toml: not UTF-8 text (byte 12: invalid start byte);"
+        " save the file as UTF-8\n"
+    )
+    with pytest.raises(ConfigFileError, match="not UTF-8"):
+        load_config(path)
 
 
 def test_check_broken_config_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
