@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TextIO
 from xml.etree.ElementTree import ParseError
@@ -30,7 +30,7 @@ from firmware.outbox import Outbox, OutboxError
 from firmware.pipeline import Pipeline, Summary
 from firmware.position import Fix, GpxSource, NmeaSource, PositionTrack
 from firmware.privacy import HoldError, HoldStore, PrivacyFilter, device_id, new_device_id
-from firmware.sinks import FileSink, MqttSink, Sink
+from firmware.sinks import FileSink, MqttSink, RecordingSink, Sink, geojson_beside, read_jsonl, write_geojson
 from firmware.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="ISO",
         help="UTC time of the video's first frame, e.g. 2026-05-01T08:30:00Z (default: the track's first fix)",
     )
+    p.add_argument("--date", metavar="YYYY-MM-DD", help="UTC date of an NMEA log that has times but no date (GGA only)")
     p.add_argument("--model", type=Path, metavar="M", help="model file (default: the config's, else the project's)")
     p.add_argument(
         "--out",
@@ -72,6 +73,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="FILE.jsonl",
         help="write sightings to this file, whatever the config says (default: MQTT if configured or a broker"
         f" answers on localhost:1883, else the config's [output] file or {DEFAULT_OUT})",
+    )
+    p.add_argument(
+        "--geojson",
+        type=Path,
+        metavar="FILE",
+        help="also write this run's sightings as GeoJSON points (default: beside the file sink's JSON lines)",
     )
     p.add_argument("--hfov", type=float, default=None, help="camera horizontal field of view, degrees (default 66)")
     p.add_argument("--yaw", type=float, default=None, help="camera yaw clockwise from the bike's heading (default 0)")
@@ -123,6 +130,7 @@ class SinkChoice:
     outbox: Outbox | None = None
     why: str = ""
     dropped_before: int = 0  # the outbox's dropped_total when the run began
+    geojson: Path | None = None  # written at the end of the run (see ``write_map_file``)
 
     def queued(self) -> int:
         return 0 if self.outbox is None else self.outbox.stats().depth
@@ -161,7 +169,7 @@ def open_sink(config: Config, state_dir: Path, device: str, out: Path | None = N
     default: a broker answering on localhost:1883 (anonymous, default topics, the outbox in
     the state dir), else the file sink (``[output] file``, else ``out/sightings.jsonl``)."""
     if out is not None:
-        return SinkChoice(FileSink(out), why="--out")
+        return SinkChoice(FileSink(out), why="--out", geojson=geojson_beside(out))
     if config.mqtt is not None:
         choice = _mqtt_sink(config.mqtt, config, device)
         choice.why = "[mqtt]"
@@ -173,7 +181,30 @@ def open_sink(config: Config, state_dir: Path, device: str, out: Path | None = N
         return choice
     default_file = state_dir / "sightings.jsonl"
     path = DEFAULT_OUT if config.output.file == default_file else config.output.file
-    return SinkChoice(FileSink(path), why=f"no [mqtt] and no broker on {host}:{port}")
+    return SinkChoice(FileSink(path), why=f"no [mqtt] and no broker on {host}:{port}", geojson=geojson_beside(path))
+
+
+def record_geojson(choice: SinkChoice, path: Path | None) -> SinkChoice:
+    """``--geojson PATH``: also write this run's sightings there (beside MQTT, or instead of the
+    file sink's default next to its JSON lines)."""
+    if path is None:
+        return choice
+    sink = choice.sink if isinstance(choice.sink, FileSink) else RecordingSink(choice.sink)
+    return dataclasses.replace(choice, sink=sink, geojson=path)
+
+
+def write_map_file(choice: SinkChoice, out: TextIO) -> None:
+    """The GeoJSON of the run: with the file sink, every sighting in its file (all runs); with
+    MQTT and ``--geojson``, the sightings of this run."""
+    if choice.geojson is None:
+        return
+    sink = choice.sink
+    if isinstance(sink, FileSink):
+        count = write_geojson(read_jsonl(sink.path), choice.geojson)
+        print(f"map file: {choice.geojson} ({count} sightings in {sink.path.name})", file=out)
+    elif isinstance(sink, RecordingSink):
+        count = write_geojson(sink.sightings, choice.geojson)
+        print(f"map file: {choice.geojson} ({count} sightings of this run)", file=out)
 
 
 def detector_config(config: Config, model: Path | None, threads: int | None) -> DetectorConfig:
@@ -239,7 +270,7 @@ def finish(pipeline: Pipeline, choice: SinkChoice, out: TextIO | None = None) ->
             file=out,
         )
     queued = choice.queued()
-    sink = choice.sink
+    sink = choice.sink.inner if isinstance(choice.sink, RecordingSink) else choice.sink
     if isinstance(sink, MqttSink):
         if sink.requeued:
             print(f"{sink.requeued} sightings an earlier run could not queue went back into the outbox", file=out)
@@ -270,23 +301,61 @@ def finish(pipeline: Pipeline, choice: SinkChoice, out: TextIO | None = None) ->
             )
         elif not (isinstance(sink, MqttSink) and (sink.overflowed or sink.unsaved)):
             print(f"every sighting was delivered ({choice.why})", file=out)
+    try:
+        write_map_file(choice, out)
+    except OSError as err:
+        print(f"the map file {choice.geojson} could not be written: {err}", file=out)
     return summary
 
 
-def load_fixes(path: Path) -> list[Fix]:
-    """The fixes of a GPX (``.gpx``) or NMEA (anything else) file, in time order."""
+def load_fixes(path: Path, date_utc: date | None = None) -> list[Fix]:
+    """The fixes of a GPX (``.gpx``) or NMEA (anything else) file, in time order. ``date_utc``
+    dates an NMEA log that has times but no date (GGA only, no RMC or ZDA)."""
     if not path.is_file():
         raise ReplayError(f"track file not found: {path}")
+    nmea: NmeaSource | None = None
     try:
-        source = GpxSource(path) if path.suffix.lower() == ".gpx" else NmeaSource(path)
-        fixes = list(source.fixes())
+        if path.suffix.lower() == ".gpx":
+            fixes = list(GpxSource(path).fixes())
+        else:
+            nmea = NmeaSource(path, date_utc)
+            fixes = list(nmea.fixes())
     except ParseError as exc:
         raise ReplayError(f"{path}: not a readable GPX file ({exc})") from exc
     except (OSError, ValueError) as exc:
         raise ReplayError(f"{path}: {exc}") from exc
+    if nmea is not None:
+        st = nmea.stats
+        skipped = st.bad_checksum + st.garbage
+        if skipped:
+            log.warning(
+                "%s: skipped %d of %d lines (%d bad checksums, %d not NMEA)",
+                path,
+                skipped,
+                st.lines,
+                st.bad_checksum,
+                st.garbage,
+            )
+        if not fixes and st.undated:
+            raise ReplayError(
+                f"{path}: {st.undated} fixes have a time but no date (no RMC or ZDA sentence):"
+                " give the ride's date with --date YYYY-MM-DD"
+            )
+        if not fixes:
+            raise ReplayError(
+                f"{path}: no position fixes in the track ({st.lines} lines: {st.sentences} valid sentences,"
+                f" {st.no_fix} without a fix, {st.bad_checksum} bad checksums, {st.garbage} not NMEA)"
+            )
     if not fixes:
         raise ReplayError(f"{path}: no position fixes in the track")
     return sorted(fixes, key=lambda f: f.t_s)
+
+
+def parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ReplayError(f"--date: not a date like 2026-05-01: {text!r}") from exc
 
 
 def parse_start(text: str) -> datetime:
@@ -299,23 +368,31 @@ def parse_start(text: str) -> datetime:
     return t
 
 
-def load_track(path: Path, max_gap_s: float) -> PositionTrack:
-    fixes = load_fixes(path)
-    positions = PositionTrack(max_gap_s=max_gap_s, max_fixes=max(2, len(fixes)))
-    for fix in fixes:
-        positions.add(fix)
-    return positions
-
-
 class Progress:
-    """One line on a terminal, rewritten in place (nothing when the stream is not a tty)."""
+    """A progress bar on one terminal line, rewritten in place (nothing when the stream is not a
+    tty): with ``total`` frames known, ``[#####-----]  45%  54/120 frames, 8.1 fps, ETA 8 s, ...``;
+    without (a live camera), the counts only."""
 
-    def __init__(self, stream: TextIO, interval_s: float = 0.5) -> None:
+    WIDTH = 24
+
+    def __init__(self, stream: TextIO, interval_s: float = 0.5, total: int = 0) -> None:
         self.stream = stream
         self.enabled = stream.isatty()
         self.interval_s = interval_s
+        self.total = max(0, total)
         self._last = 0.0
         self._shown = False
+
+    def line(self, frames: int, elapsed_s: float, tracks: int, sightings: int) -> str:
+        fps = frames / max(elapsed_s, 1e-9)
+        counts = f"{fps:.1f} fps, {tracks} tracks, {sightings} sightings"
+        if not self.total:
+            return f"{frames} frames, {counts}"
+        done = min(frames / self.total, 1.0)
+        filled = round(done * self.WIDTH)
+        eta = f", ETA {max(0.0, (self.total - frames) / fps):.0f} s" if fps > 0 and frames < self.total else ""
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        return f"[{bar}] {100 * done:3.0f}%  {frames}/{self.total} frames, {counts}{eta}"
 
     def update(self, pipeline: Pipeline, started: float, *, force: bool = False) -> None:
         if not self.enabled:
@@ -324,12 +401,8 @@ class Progress:
         if not force and now - self._last < self.interval_s:
             return
         self._last = now
-        elapsed = max(now - started, 1e-9)
-        line = (
-            f"{pipeline.frames} frames, {pipeline.frames / elapsed:.1f} fps, "
-            f"{pipeline.tracker.stats.confirmed} tracks, {pipeline.published} sightings"
-        )
-        self.stream.write("\r" + line + "\x1b[K")
+        text = self.line(pipeline.frames, now - started, pipeline.tracker.stats.confirmed, pipeline.published)
+        self.stream.write("\r" + text + "\x1b[K")
         self.stream.flush()
         self._shown = True
 
@@ -368,7 +441,7 @@ def _run(args: argparse.Namespace) -> int:
     track_path = args.track if args.track is not None else config.gps.path
     if track_path is None:
         raise ReplayError("no track: give --track RIDE.gpx|.nmea (or [gps] path in the config)")
-    fixes = load_fixes(track_path)
+    fixes = load_fixes(track_path, parse_date(args.date) if args.date else None)
     positions = PositionTrack(max_gap_s=config.gps.max_gap_s, max_fixes=max(2, len(fixes)))
     for fix in fixes:
         positions.add(fix)
@@ -378,10 +451,10 @@ def _run(args: argparse.Namespace) -> int:
         width, _ = source.size
         camera = camera_model(config, width, args.hfov, args.yaw)
         device = resolve_device_id(config, prog="sousveil replay")
-        choice = open_sink(config, state, device, args.out)
+        choice = record_geojson(open_sink(config, state, device, args.out), args.geojson)
         try:
             pipeline = make_pipeline(config, detector, camera, positions, choice.sink, device)
-            progress = Progress(sys.stderr)
+            progress = Progress(sys.stderr, total=-(-source.expected_frames // args.every_n))
             started = time.monotonic()
             try:
                 for frame in source:

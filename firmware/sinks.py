@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -237,29 +238,66 @@ def _feature(s: Sighting) -> dict[str, Any]:
     }
 
 
-def export_geojson(jsonl_path: Path, out_path: Path) -> int:
-    """Write the sightings of a JSON-lines file as a GeoJSON FeatureCollection of points; returns how many.
+def write_geojson(sightings: Iterable[Sighting], out_path: Path) -> int:
+    """Write ``sightings`` as a GeoJSON FeatureCollection of points (atomically); returns how many.
 
     Each point is the camera estimate when there is one, else the rider's position
-    (``properties.located`` says which). A repeated id is kept once; a line that is not a
-    sighting (a torn last line after a power cut) is skipped with a warning.
+    (``properties.located`` says which). A repeated id is kept once.
     """
     features: list[dict[str, Any]] = []
     seen: set[str] = set()
+    for s in sightings:
+        if s.id not in seen:
+            seen.add(s.id)
+            features.append(_feature(s))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, out_path)
+    return len(features)
+
+
+def read_jsonl(jsonl_path: Path) -> Iterator[Sighting]:
+    """The sightings of a JSON-lines file; a line that is not a sighting (a torn last line after
+    a power cut) is skipped with a warning."""
     with open(jsonl_path, "rb") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                s = from_json(line.rstrip(b"\n"))
+                yield from_json(line.rstrip(b"\n"))
             except ValueError as exc:
                 log.warning("%s:%d: skipped, not a sighting: %s", jsonl_path, number, exc)
-                continue
-            if s.id in seen:
-                continue
-            seen.add(s.id)
-            features.append(_feature(s))
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out_path)
-    return len(features)
+
+
+def export_geojson(jsonl_path: Path, out_path: Path) -> int:
+    """Write the sightings of a JSON-lines file as GeoJSON (see :func:`write_geojson`); returns how many."""
+    return write_geojson(read_jsonl(jsonl_path), out_path)
+
+
+def geojson_beside(path: Path) -> Path:
+    """The GeoJSON file kept next to a JSON-lines file: ``sightings.jsonl`` -> ``sightings.geojson``."""
+    return path.with_suffix(".geojson") if path.suffix != ".geojson" else path.with_name(path.name + ".points.geojson")
+
+
+class RecordingSink:
+    """A sink that passes everything on to ``inner`` and keeps what it was given (for a GeoJSON
+    of one run's sightings beside MQTT)."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+        self.sightings: list[Sighting] = []
+
+    def submit(self, sighting: Sighting) -> bool:
+        stored = self.inner.submit(sighting)
+        self.sightings.append(sighting)
+        return stored
+
+    def flush(self, timeout: float) -> bool:
+        return self.inner.flush(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def describe(self) -> str:
+        return self.inner.describe()

@@ -8,7 +8,10 @@ mounted 1.2 m up, looking ahead) sees it; it leaves the view after ~4.8 s.
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import math
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -172,6 +175,14 @@ def write_video(path: Path, frames: Iterator[Pixels] | list[Pixels]) -> None:
             container.mux(packet)
 
 
+@pytest.fixture(scope="module")
+def video_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The simulated ride past one dome, as a video (written once for the module)."""
+    video = tmp_path_factory.mktemp("video") / "ride.mp4"
+    write_video(video, [draw(i) for i in range(N)])
+    return video
+
+
 def test_replay_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     video = tmp_path / "ride.mp4"
     make: Callable[[int], Pixels] = draw
@@ -190,6 +201,11 @@ def test_replay_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     s = from_json(line)
     assert s.label == "dome"
     assert T0 <= s.first_seen_utc < T0 + timedelta(seconds=1)  # start_utc defaulted to the first fix
+    geo = json.loads((out.parent / "sightings.geojson").read_text())  # the map file beside the JSON lines
+    [feature] = geo["features"]
+    assert feature["id"] == s.id and feature["properties"]["located"] == "estimate"
+    assert s.estimate is not None and feature["geometry"]["coordinates"] == [s.estimate.lon_deg, s.estimate.lat_deg]
+    assert f"map file: {out.parent / 'sightings.geojson'} (1 sightings in sightings.jsonl)" in printed
 
 
 def test_replay_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -205,3 +221,84 @@ def test_replay_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     args = parser.parse_args(["replay", str(tmp_path / "x.mp4"), "--track", str(bad)])
     assert replay_cli.run(args) == 2
     assert "bad.gpx" in capsys.readouterr().err
+    junk = tmp_path / "junk.nmea"
+    junk.write_bytes(b"\x00\xff garbage\n$GPGGA,bad*00\n" * 50)
+    args = parser.parse_args(["replay", str(tmp_path / "x.mp4"), "--track", str(junk)])
+    assert replay_cli.run(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "junk.nmea: no position fixes in the track (100 lines" in err
+    assert "50 bad checksums, 50 not NMEA" in err
+
+
+def nmea(body: str) -> str:
+    check = 0
+    for ch in body:
+        check ^= ord(ch)
+    return f"${body}*{check:02X}\n"
+
+
+def gga_only_log(path: Path, seconds: int) -> Path:
+    """The ride as a GGA-only NMEA log: times of day, no date (as many loggers write)."""
+    lines = []
+    for k in range(seconds + 1):
+        lat, lon = bike_at(float(k))
+        t = T0 + timedelta(seconds=k)
+        la = f"{int(lat):02d}{(lat - int(lat)) * 60:08.5f}"
+        lo = f"{int(lon):03d}{(lon - int(lon)) * 60:08.5f}"
+        lines.append(nmea(f"GPGGA,{t:%H%M%S}.00,{la},N,{lo},E,1,09,0.8,20.0,M,40.0,M,,"))
+    path.write_text("".join(lines), encoding="ascii")
+    return path
+
+
+def test_a_gga_only_log_needs_its_date(
+    video_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser(prog="sousveil")
+    replay_cli.add_parser(parser.add_subparsers(dest="command"))
+    log = gga_only_log(tmp_path / "ride.nmea", 6)
+    args = parser.parse_args(["replay", str(video_path), "--track", str(log), "--threads", "2"])
+    assert replay_cli.run(args) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"sousveil replay: {log}: 7 fixes have a time but no date (no RMC or ZDA sentence):"
+        " give the ride's date with --date YYYY-MM-DD\n"
+    )
+    dated = [*args_of(args), "--date", f"{T0:%Y-%m-%d}", "--out", str(tmp_path / "s.jsonl")]
+    assert replay_cli.run(parser.parse_args(dated)) == 0
+    [line] = lines(tmp_path / "s.jsonl")
+    assert from_json(line).first_seen_utc.date() == T0.date()
+    assert replay_cli.run(parser.parse_args([*args_of(args), "--date", "1 May"])) == 2
+    assert "--date: not a date like 2026-05-01: '1 May'" in capsys.readouterr().err
+
+
+def args_of(ns: argparse.Namespace) -> list[str]:
+    return ["replay", str(ns.video), "--track", str(ns.track), "--threads", "2"]
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar(video_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bar = replay_cli.Progress(Tty(), total=120)
+    assert (
+        bar.line(30, 3.0, 1, 0)
+        == f"[{'#' * 6}{'-' * 18}]  25%  30/120 frames, 10.0 fps, 1 tracks, 0 sightings, ETA 9 s"
+    )
+    assert bar.line(120, 10.0, 4, 4).startswith(f"[{'#' * 24}] 100%  120/120 frames")
+    assert "ETA" not in bar.line(120, 10.0, 4, 4)
+    assert replay_cli.Progress(Tty()).line(30, 3.0, 1, 0) == "30 frames, 10.0 fps, 1 tracks, 0 sightings"
+    assert not replay_cli.Progress(io.StringIO()).enabled  # not a terminal: no bar in logs
+
+    # a replay on a terminal ends with the full bar, on its own line
+    err = Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    parser = argparse.ArgumentParser(prog="sousveil")
+    replay_cli.add_parser(parser.add_subparsers(dest="command"))
+    gpx = write_gpx(tmp_path / "ride.gpx", 6)
+    args = ["replay", str(video_path), "--track", str(gpx), "--out", str(tmp_path / "s.jsonl"), "--threads", "2"]
+    assert replay_cli.run(parser.parse_args(args)) == 0
+    last = err.getvalue().split("\r")[-1]
+    assert last.startswith(f"[{'#' * 24}] 100%  {N}/{N} frames") and last.endswith("\n")

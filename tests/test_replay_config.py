@@ -109,13 +109,16 @@ def test_mqtt_config_publishes_on_the_region_topic(
         tmp_path / "mqtt.toml", f"[mqtt]\nhost = '127.0.0.1'\nport = {broker.port}\n[outbox]\npath = '{outbox}'\n"
     )
     sub = Subscriber(broker.port, "sousveil/v1/sightings/#", qos=1)
+    geojson = tmp_path / "ride.geojson"
     try:
-        assert replay(ride, "--config", str(config)) == 0
+        assert replay(ride, "--config", str(config), "--geojson", str(geojson)) == 0
         (msg,) = sub.wait_for(1, timeout=10)
     finally:
         sub.close()
     s = from_json(msg.payload)
     assert s.label == "dome" and msg.topic == topic_for(s)
+    [feature] = json.loads(geojson.read_text())["features"]  # a local map of the ride beside MQTT
+    assert feature["id"] == s.id and feature["properties"]["label"] == "dome"
     printed = capsys.readouterr().out
     assert f"mqtt://127.0.0.1:{broker.port}" in printed and "every sighting was delivered" in printed
     with Outbox(outbox) as ob:
