@@ -160,6 +160,20 @@ class PublisherState:
     rejected: int  # PUBACKs with a failure reason code since start (the rows stay in the outbox)
 
 
+class _RetryNoise(logging.Filter):
+    """paho's network thread logs 'Client is not connected' at ERROR on every reconnect try
+    while the broker is away; the publisher already says so once (a warning with the cause)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith("Client is not connected"):
+            log.debug("paho: %s", record.getMessage())
+            return False
+        return True
+
+
+PAHO_LOG = logging.getLogger(__name__ + ".paho")
+PAHO_LOG.addFilter(_RetryNoise())
+
 # events from paho's thread (and the caller) to the sender thread
 _NUDGE = ("nudge",)
 _STOP = ("stop",)
@@ -207,7 +221,7 @@ class MqttPublisher:
     def _make_client(self) -> mqtt.Client:
         s = self.settings
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=MQTTProtocolVersion.MQTTv5)
-        client.enable_logger(logging.getLogger(__name__ + ".paho"))
+        client.enable_logger(PAHO_LOG)
         configure_auth(client, s)
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
         client.max_inflight_messages_set(s.max_inflight)
@@ -339,7 +353,7 @@ class MqttPublisher:
                 with self._cond:
                     self._acked += 1
                     self._cond.notify_all()
-        elif kind == "status":
+        elif kind == "status" and self.connected:  # offline: sent on the next connect
             self._send_status()
 
     def _fill_window(self) -> None:

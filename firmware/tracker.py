@@ -5,8 +5,9 @@ of the centre and constant rate of growth of the size, in image coordinates; a n
 starts with an outward velocity from the focus of expansion) with IoU, falling back on the
 centre distance in units of box size, because the IoU of two 6 px boxes is mostly noise.
 Matching is optimal (a small Hungarian solver) over the gated pairs. A track is tentative
-until it has ``min_hits`` detections within ``confirm_window`` frames; a tentative track that
-dies is dropped (a one-frame false positive never becomes a sighting). A track closes when
+until it has ``min_hits`` detections within ``confirm_window`` frames and its detections span
+``min_duration_s``; a tentative track that dies is dropped (a one-frame false positive, or one
+that flickers for a few frames, never becomes a sighting). A track closes when
 it has not been matched for ``max_age_frames`` frames or ``max_age_s`` seconds, or when its
 prediction leaves the frame; a confirmed track is returned once, as a ``ClosedTrack``::
 
@@ -47,11 +48,15 @@ class TrackerConfig:
     move outward at ``expansion_per_s`` (its offset from the FoE grows by that fraction per second).
     ``alpha``/``beta``: gains of the alpha-beta filter on the box centre (position, velocity);
     ``size_alpha``/``size_beta`` the same on the log of the box size.
+    ``min_duration_s``: a track is confirmed only once its detections span at least this long
+    (first to last; 0 turns it off): a camera passed is seen for seconds, a false positive on
+    some camera-like detail for a few frames.
     ``top_k``: the track's score is the mean of its ``top_k`` best detection scores.
     """
 
     min_hits: int = 3
     confirm_window: int = 5
+    min_duration_s: float = 0.5
     max_age_frames: int = 7
     max_age_s: float = 0.8
     iou_min: float = 0.1
@@ -79,6 +84,8 @@ class TrackerConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not (isinstance(self.min_duration_s, int | float) and 0.0 <= self.min_duration_s < _INF):
+            raise ValueError(f"min_duration_s must be a finite number >= 0, got {self.min_duration_s!r}")
         if not 0.0 < self.iou_min <= 1.0:
             raise ValueError(f"iou_min must be within (0, 1], got {self.iou_min!r}")
         for name in ("alpha", "beta", "size_alpha", "size_beta"):
@@ -148,6 +155,7 @@ class TrackerStats:
 class _Track:
     track_id: int
     first_frame: int
+    first_t_ns: int
     last_frame: int
     last_t_ns: int
     cx: float
@@ -159,7 +167,8 @@ class _Track:
     vlog: float  # d ln(size) / dt, 1/s
     frame_w: int
     frame_h: int
-    confirmed: bool = False
+    hits_ok: bool = False  # min_hits within confirm_window
+    confirmed: bool = False  # and min_duration_s: a track that dies before is dropped
     observations: list[Observation] = field(default_factory=list)
 
     def predict(self, t_ns: int) -> tuple[float, float, float, float]:
@@ -300,7 +309,7 @@ class Tracker:
                 reason = "lost"
             elif missed > 0 and not self._in_view(tr, t_ns, frame_w, frame_h):
                 reason = "left_view"
-            elif not tr.confirmed and self._frame - tr.first_frame + 1 >= cfg.confirm_window:
+            elif not tr.hits_ok and self._frame - tr.first_frame + 1 >= cfg.confirm_window:
                 reason = "lost"  # the window is over without min_hits: never confirmed
             if reason is None:
                 keep.append(tr)
@@ -350,6 +359,7 @@ class Tracker:
         tr = _Track(
             track_id=self._next_id,
             first_frame=self._frame,
+            first_t_ns=t_ns,
             last_frame=self._frame,
             last_t_ns=t_ns,
             cx=cx,
@@ -365,6 +375,7 @@ class Tracker:
         self._next_id += 1
         self.stats.started += 1
         self._append(tr, t_ns, d)
+        self._confirm(tr, t_ns)
         self._tracks.append(tr)
 
     def _extend(self, tr: _Track, t_ns: int, d: Detection, frame_w: int, frame_h: int) -> None:
@@ -396,7 +407,16 @@ class Tracker:
         tr.last_t_ns = t_ns
         tr.frame_w, tr.frame_h = frame_w, frame_h
         self._append(tr, t_ns, d)
-        if not tr.confirmed and len(tr.observations) >= cfg.min_hits:
+        self._confirm(tr, t_ns)
+
+    def _confirm(self, tr: _Track, t_ns: int) -> None:
+        """Confirm ``tr`` once it has ``min_hits`` (counted within the window) and spans ``min_duration_s``."""
+        cfg = self.config
+        if tr.confirmed:
+            return
+        if not tr.hits_ok and len(tr.observations) >= cfg.min_hits:
+            tr.hits_ok = True
+        if tr.hits_ok and (t_ns - tr.first_t_ns) / 1e9 >= cfg.min_duration_s:
             tr.confirmed = True
             self.stats.confirmed += 1
             log.debug("track %s confirmed after %s frames", tr.track_id, self._frame - tr.first_frame + 1)
@@ -416,7 +436,10 @@ class Tracker:
     def _close(self, tr: _Track, reason: CloseReason) -> ClosedTrack | None:
         if not tr.confirmed:
             self.stats.dropped_tentative += 1
-            log.debug("tentative track %s dropped after %s detections", tr.track_id, len(tr.observations))
+            span_s = (tr.last_t_ns - tr.first_t_ns) / 1e9
+            log.debug(
+                "tentative track %s dropped after %s detections in %.2f s", tr.track_id, len(tr.observations), span_s
+            )
             return None
         obs = tuple(tr.observations)
         best = max(obs, key=lambda o: (o.score, o.area_px))

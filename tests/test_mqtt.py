@@ -88,7 +88,10 @@ def test_submitted_sighting_arrives_on_its_region_topic_as_to_json_bytes(broker:
         sub.close()
 
 
-def test_broker_down_at_start_keeps_everything_then_delivers_in_order(broker_factory: Any, outbox: Outbox) -> None:
+def test_broker_down_at_start_keeps_everything_then_delivers_in_order(
+    broker_factory: Any, outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     broker: Broker = broker_factory(start=False)
     pub = MqttPublisher(settings(broker.port, reconnect_min_s=2, reconnect_max_s=2), outbox, DEVICE)
     pub.start()
@@ -103,6 +106,11 @@ def test_broker_down_at_start_keeps_everything_then_delivers_in_order(broker_fac
             time.sleep(0.02)
         assert "cannot connect" in (pub.state().last_error or "")
         assert not pub.connected and outbox.stats().depth == 12
+        pub.publish_status({"fps": 9.5})  # offline: kept for the next connect, no error
+        time.sleep(2.5)  # at least one more reconnect try
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == []  # the broker being away is one warning, not an error per retry
+        assert sum("cannot connect" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING) == 1
         broker.start()
         sub = Subscriber(broker.port, ALL, qos=1)
         try:

@@ -174,6 +174,40 @@ def test_two_detections_are_not_enough_and_flush_drops_tentative() -> None:
     assert tracker.stats.dropped_tentative == 1
 
 
+def test_a_flickering_false_positive_on_the_pole_gives_no_track() -> None:
+    # The sample ride's old fifth sighting: the model took the bracket at the top of the ALPR's
+    # pole for a small bullet camera in 3 of 4 frames (0.3 s), well apart from the ALPR's own
+    # track. Not a split: another object, and min_hits alone confirmed it.
+    cam = StreetCamera(4.0, 0.0, label="alpr")
+    bracket = StreetCamera(4.0, 0.0, up_m=4.5, size_m=0.12, label="fixed")  # 1.5 m above the camera
+    frames = simulate([cam], 2, p_miss=0.0, mislabel=0.0)
+    f = (W / 2) / math.tan(math.radians(HFOV / 2))
+    seen = [k for k, (_, dets, _) in enumerate(frames) if dets]
+    k0 = seen[len(seen) // 2]
+    for k in (k0, k0 + 2, k0 + 3):
+        t_ns, dets, y = frames[k]
+        z = bracket.north_m - y
+        cx, cy, w = W / 2 + f * bracket.east_m / z, H / 2 - f * bracket.up_m / z, f * bracket.size_m / z
+        fp = Detection.from_pixels("fixed", 3, 0.55, (cx - w / 2, cy - w / 4, cx + w / 2, cy + w / 4), W, H)
+        frames[k] = (t_ns, [*dets, fp], y)
+    old = run(frames, Tracker(TrackerConfig(min_duration_s=0.0)))  # min_hits alone: the fifth sighting
+    assert sorted(t.label for t in old) == ["alpr", "fixed"]
+    assert next(t for t in old if t.label == "fixed").frames == 3
+    tracker = Tracker()
+    (track,) = run(frames, tracker)
+    assert track.label == "alpr" and track.frames == len(seen)
+    assert tracker.stats.confirmed == 1 and tracker.stats.dropped_tentative >= 1
+
+
+def test_min_duration_is_in_seconds_whatever_the_frame_rate() -> None:
+    d = Detection.from_pixels("dome", 1, 0.9, (1000.0, 300.0, 1010.0, 310.0), W, H)
+    for frames, tracks in ((10, 0), (16, 1)):  # 30 fps: 0.30 s, then 0.50 s
+        tracker = Tracker()
+        out = [tr for k in range(frames) for tr in tracker.update(k * NS // 30, [d], W, H)]
+        assert len(out + tracker.flush()) == tracks
+        assert tracker.stats.confirmed == tracks
+
+
 def test_a_track_interrupted_for_two_frames_stays_one() -> None:
     frames = simulate([StreetCamera(4.0, 0.0)], 3, p_miss=0.0)
     seen = [k for k, (_, dets, _) in enumerate(frames) if dets]
@@ -189,12 +223,12 @@ def test_flush_emits_open_confirmed_tracks() -> None:
     tracker = Tracker()
     first = next(k for k, (_, dets, _) in enumerate(frames) if dets)
     out = []
-    for t_ns, dets, _ in frames[: first + 5]:
+    for t_ns, dets, _ in frames[: first + 8]:  # 0.7 s: past min_duration_s
         out += tracker.update(t_ns, dets, W, H)
     assert out == []
     flushed = tracker.flush()
     assert len(flushed) == 1
-    assert flushed[0].frames == 5
+    assert flushed[0].frames == 8
     assert flushed[0].reason == "flush"
     assert tracker.flush() == []  # emitted once
     assert tracker.open_tracks == 0
@@ -215,7 +249,8 @@ def test_a_track_closes_when_the_camera_leaves_the_view() -> None:
 
 
 def test_label_vote_is_weighted_by_score_and_best_ties_go_to_the_larger_box() -> None:
-    tracker = Tracker()
+    short = TrackerConfig(min_duration_s=0.0)  # three frames, 0.2 s
+    tracker = Tracker(short)
     boxes = [(1000.0, 300.0, 1010.0, 310.0), (1001.0, 300.0, 1012.0, 311.0), (1002.0, 300.0, 1014.0, 312.0)]
     labels = [("fixed", 0.4), ("dome", 0.9), ("fixed", 0.4)]
     for k, (box, (label, score)) in enumerate(zip(boxes, labels, strict=True)):
@@ -226,7 +261,7 @@ def test_label_vote_is_weighted_by_score_and_best_ties_go_to_the_larger_box() ->
     assert tr.best.box_px == boxes[1]
     assert tr.score == pytest.approx((0.9 + 0.4 + 0.4) / 3)
 
-    tracker = Tracker()
+    tracker = Tracker(short)
     for k, box in enumerate(boxes):
         tracker.update(k * NS // FPS, [Detection.from_pixels("dome", 1, 0.5, box, W, H)], W, H)
     (tr,) = tracker.flush()
@@ -242,6 +277,8 @@ def test_time_must_not_go_backwards_and_config_is_checked() -> None:
         TrackerConfig(min_hits=4, confirm_window=3)
     with pytest.raises(ValueError, match="iou_min"):
         TrackerConfig(iou_min=0.0)
+    with pytest.raises(ValueError, match="min_duration_s"):
+        TrackerConfig(min_duration_s=-0.1)
 
 
 def test_hungarian_is_optimal_and_respects_forbidden_pairs() -> None:
