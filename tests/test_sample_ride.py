@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,11 @@ from jsonschema import Draft202012Validator
 
 from firmware import replay_cli
 from firmware.geometry import to_local
+from firmware.mqtt import topic_for
 from firmware.position import HDOP_TO_M, GpxSource
 from firmware.position.interpolate import distance_m
 from firmware.sighting import from_json
+from tests.mqtt_broker import Broker, Subscriber, broker_factory_fixture, broker_fixture  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 RIDE = ROOT / "samples" / "ride"
@@ -66,6 +69,11 @@ def test_sample_ride_finds_each_camera_once(
     assert replay_cli.run(args) == 0
     assert f"{truth['frames']} frames" in capsys.readouterr().out
     lines = [line for line in out.read_bytes().splitlines() if line.strip()]
+    check_against_truth(lines, truth)
+
+
+def check_against_truth(lines: list[bytes], truth: dict[str, Any]) -> None:
+    """Each line valid against the schema; exactly one sighting per true camera, of its class, near it."""
     validator = Draft202012Validator(json.loads(SCHEMA.read_text(encoding="utf-8")))
     for line in lines:
         assert not list(validator.iter_errors(json.loads(line))), line
@@ -89,3 +97,37 @@ def test_sample_ride_finds_each_camera_once(
         assert label == cam["class"], cam["name"]
         assert err < MAX_ERROR_M, cam["name"]
         assert err < MAX_SIGMAS * sigma_m, cam["name"]
+
+
+def test_sample_ride_through_a_real_broker(
+    tmp_path: Path, broker: Broker, truth: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's ride published to mosquitto: a subscriber gets exactly one valid sighting per
+    camera on its region topic, and the rider keeps a GeoJSON map file of the ride."""
+    pytest.importorskip("av")
+    config = tmp_path / "mqtt.toml"
+    config.write_text(
+        f"[mqtt]\nhost = '127.0.0.1'\nport = {broker.port}\n[outbox]\npath = '{tmp_path / 'outbox.db'}'\n",
+        encoding="utf-8",
+    )
+    geojson = tmp_path / "ride.geojson"
+    sub = Subscriber(broker.port, "sousveil/v1/sightings/#", qos=1)
+    parser = argparse.ArgumentParser(prog="sousveil")
+    replay_cli.add_parser(parser.add_subparsers(dest="command"))
+    video, track = str(RIDE / "lund-ride.mp4"), str(RIDE / "lund-ride.gpx")
+    args = ["replay", video, "--track", track, "--config", str(config), "--geojson", str(geojson), "--threads", "2"]
+    try:
+        assert replay_cli.run(parser.parse_args(args)) == 0
+        sub.wait_for(len(truth["cameras"]), timeout=10)
+        time.sleep(0.5)  # anything more would be a duplicate or an extra sighting
+        got = list(sub.messages)
+    finally:
+        sub.close()
+    assert "every sighting was delivered" in capsys.readouterr().out
+    by_id = {from_json(m.payload).id: m for m in got}
+    assert len(by_id) == len(got)  # no duplicate arrived
+    for m in got:
+        assert m.topic == topic_for(from_json(m.payload))
+    check_against_truth([m.payload for m in got], truth)
+    features = json.loads(geojson.read_text(encoding="utf-8"))["features"]
+    assert sorted(f["id"] for f in features) == sorted(by_id)
