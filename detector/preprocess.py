@@ -3,7 +3,10 @@
 The sidecar says how a pixel (0..255) becomes the network's value, ``(p - mean) / std``,
 and how that value is stored, ``round(v / scale) + zero_point``. Both together map 256
 pixel values to 256 stored values per channel, so the whole conversion of a tile is one
-``np.take`` into the interpreter's own input buffer: no float image, no temporary copy.
+pass into the interpreter's own input buffer: no float image, no temporary copy. The two
+common inputs need no table: raw uint8 pixels are a copy, and int8 ``pixel - 128`` (scale
+1/255, zero point -128, our camera model) is the pixel's top bit flipped; anything else is
+one ``np.take`` through the table (per channel when the channels differ).
 """
 
 from __future__ import annotations
