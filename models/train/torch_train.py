@@ -1,12 +1,21 @@
 """Train the camera model with PyTorch (a GPU if there is one), then hand it to Keras/TFLite.
 
     python -m models.train.torch_train --synth DIR [DIR ...] --real REALCAMS_TRAIN \\
-        --weights mobilenet_v2.pth --out run/ --seconds 300
+        --weights mobilenet_v2.pth --out run/ --seconds 300 [--seed 0]
     /work/tfvenv/bin/python -m models.train.torch_train --to-keras run/torch_cams.pt run/keras.weights.h5
+
+``--weights``: the .pth of ``python -m models.train.weights`` or the float16 .npz it writes with
+``--npz``.  ``--synth`` may be left out (real photos only, e.g. your own labelled rides).
 
 The same data pipeline as ``train.py`` (``data.py``: synthetic tiles, real photos cut as the
 detector cuts them, augmentation, CenterNet targets), in DataLoader workers. Checkpoints are
 written every minute, so a run stopped by its time limit still leaves weights.
+
+Reproducibility: ``--seed`` fixes the initialisation and every data worker's random stream.  A
+``--seconds`` budget ends after however many steps the machine managed, with the LR schedule
+spread over the wall clock; ``--steps N`` ends at step N with the schedule spread over the steps
+(``--seconds`` then only a safety limit).  GPU (cuDNN, bf16) kernels are not bit-deterministic,
+so two GPU runs agree closely, not exactly.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ def _dataset(synth: list[Path], real: Path | None, size: int, real_frac: float, 
     class Tiles(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
         def __iter__(self):  # type: ignore[no-untyped-def]
             info = torch.utils.data.get_worker_info()
-            rng = np.random.default_rng([seed, info.id if info else 0, int(time.time())])
+            # one stream per worker, fixed by --seed (the shipped run also mixed in the wall clock)
+            rng = np.random.default_rng([seed, info.id if info else 0])
             reals = RealTiles(real) if real else None
             while True:
                 if reals is not None and (rng.random() < real_frac or not records):
@@ -82,7 +92,8 @@ def train(args: argparse.Namespace) -> None:
         el = time.time() - t0
         if el >= args.seconds or (args.steps and step >= args.steps):
             break
-        frac = el / args.seconds
+        # the LR schedule runs over --steps when given (reproducible), else over the time budget
+        frac = step / args.steps if args.steps else el / args.seconds
         lr = min(1.0, (step + 1) / 200) * (args.lr * 0.5 * (1 + math.cos(math.pi * frac)) + 1e-5)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -137,13 +148,13 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, help="torchvision MobileNetV2 ImageNet weights (.pth or .npz)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--seconds", type=float, default=300.0)
-    ap.add_argument("--steps", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=0, help="stop at this step; LR schedule over steps (0: time)")
     ap.add_argument("--bs", type=int, default=64)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--real-frac", type=float, default=0.25)
     ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="torch init and data-worker streams (default 0)")
     ap.add_argument("--to-keras", type=Path, nargs=2, metavar=("PT", "H5"), help="convert and exit")
     args = ap.parse_args()
     if args.to_keras:
@@ -151,6 +162,8 @@ def main() -> None:
         return
     if args.weights is None or args.out is None:
         ap.error("--weights and --out are needed to train")
+    if not args.synth and args.real is None:
+        ap.error("give --synth, --real or both")
     train(args)
 
 

@@ -2,9 +2,13 @@
 
     /work/tfvenv/bin/python -m models.train.train --synth /work/data/synth/v1 \\
         --real /work/shared/data/realcams/train --out /work/data/train_runs/run1 [--minutes 35]
+    # without the synthetic set: your own labelled COCO folder only
+    /work/tfvenv/bin/python -m models.train.train --real MY_RIDES_COCO --out runs/mine --minutes 60
 
 Writes ``OUT/last.weights.h5`` (every few minutes and at the end), ``OUT/log.jsonl`` and
 ``OUT/config.json``.  The synthetic folder is re-read every pass, so a growing set is used.
+Without ``--synth`` every sample is cut from the ``--real`` photos and the self-check (held-out
+synthetic tiles) is skipped.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def main() -> None:
     ap.add_argument("--real", type=Path, default=None, help="realcams/train (never val)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--minutes", type=float, default=35.0, help="wall-clock training budget")
-    ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: time only)")
+    ap.add_argument("--steps", type=int, default=0, help="stop at this step; LR schedule over steps (0: time)")
     ap.add_argument("--bs", type=int, default=16)
     ap.add_argument("--size", type=int, default=256, help="training crop (multiple of 32)")
     ap.add_argument("--lr", type=float, default=1.5e-3)
@@ -66,6 +70,8 @@ def main() -> None:
     ap.add_argument("--check-tiles", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.synth is None and args.real is None:
+        ap.error("give --synth, --real or both")
 
     set_threads(args.threads)
     tf.keras.utils.set_random_seed(args.seed)
@@ -102,9 +108,9 @@ def main() -> None:
     wait = 0.0
     while True:
         el = time.time() - t0
-        frac = el / budget
-        if frac >= 1.0 or (args.steps and n >= args.steps):
+        if el >= budget or (args.steps and n >= args.steps):
             break
+        frac = n / args.steps if args.steps else el / budget  # LR schedule over steps when given
         warm = min(1.0, (n + 1) / 100)
         lr = warm * (args.lr * 0.5 * (1 + math.cos(math.pi * frac)) + 2e-5)
         opt.learning_rate.assign(lr)
