@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Prove deploy/install.sh on a fresh Debian bookworm amd64 root (amd64 stands in for the Pi).
+# Also: the Pi config it writes on Raspberry Pi OS passes `sousveil check`, a faked Raspberry Pi
+# OS without the Pi packages stops the install, and docs/gps-hardware.md's chrony snippet parses.
 # Run by hand as root, not in CI:  sudo deploy/test-install-debootstrap.sh [TARGET_DIR]
 # Set KEEP=1 to keep TARGET_DIR afterwards; REUSE=1 to reuse an existing debootstrapped root.
 set -euo pipefail
@@ -78,18 +80,32 @@ runstep() {
     RESULT[$name]="rc=$rc ($(( $(date +%s) - t0 )) s)"
 }
 
+# The chrony snippet of docs/gps-hardware.md (the code block opened by its file name), as chronyd parses it
+CHRONY_CONF=/etc/chrony/conf.d/sousveil-gps.conf
+awk -v start="# $CHRONY_CONF" '$0 == start {on = 1} on && /^```/ {exit} on {print}' \
+    "$REPO_DIR/docs/gps-hardware.md" > "$TARGET/tmp/sousveil-gps.conf"
+
 runstep "1st install" bash /src/sousveil/deploy/install.sh
-runstep "check" sh -c 'test -x /opt/sousveil/venv/bin/sousveil && /opt/sousveil/venv/bin/sousveil --help >/dev/null && id sousveil && ls -l /etc/sousveil /etc/systemd/system/sousveil.service'
+# shellcheck disable=SC2016  # $(...) and $rc are for the sh in the chroot
+runstep "check" sh -c 'test -x /opt/sousveil/venv/bin/sousveil && /opt/sousveil/venv/bin/sousveil --help >/dev/null && id sousveil && ls -l /etc/sousveil /etc/systemd/system/sousveil.service \
+    && test "$(stat -c %a:%U:%s /etc/sousveil/mqtt-password)" = 600:root:0 \
+    && grep -q "^WorkingDirectory=%t/sousveil" /etc/systemd/system/sousveil.service \
+    && grep -q "^source = \"video\"" /etc/sousveil/sousveil.toml'
+runstep "pi config" sh -c 'bash /src/sousveil/deploy/install.sh --print-pi-config > /tmp/pi.toml && /opt/sousveil/venv/bin/sousveil check /tmp/pi.toml && grep -q "^source = \"picamera2\"" /tmp/pi.toml'
+# Raspberry Pi OS (faked by its image stamp) without the archive.raspberrypi.com source: must stop, not skip
+# shellcheck disable=SC2016
+runstep "pi os, no picamera2" sh -c 'touch /etc/rpi-issue; bash /src/sousveil/deploy/install.sh > /tmp/pi-os.log 2>&1; rc=$?; rm -f /etc/rpi-issue; cat /tmp/pi-os.log; test "$rc" = 1 && grep -q "no candidate for python3-picamera2" /tmp/pi-os.log'
+runstep "chrony gps conf" sh -c "test -s /tmp/sousveil-gps.conf && cp /tmp/sousveil-gps.conf $CHRONY_CONF && chronyd -p | grep -E '^(refclock|makestep)' && rm -f $CHRONY_CONF"
 echo "# user edit" >> "$TARGET/etc/sousveil/sousveil.toml" 2>/dev/null || true
 runstep "2nd install" bash /src/sousveil/deploy/install.sh
 runstep "config kept" grep -q '^# user edit' /etc/sousveil/sousveil.toml
 runstep "uninstall" bash /src/sousveil/deploy/install.sh --uninstall
-runstep "after uninstall" sh -c '! test -e /opt/sousveil && ! test -e /etc/systemd/system/sousveil.service && ! id sousveil 2>/dev/null && test -f /etc/sousveil/sousveil.toml'
+runstep "after uninstall" sh -c '! test -e /opt/sousveil && ! test -e /etc/systemd/system/sousveil.service && ! id sousveil 2>/dev/null && test -f /etc/sousveil/sousveil.toml && test -f /etc/sousveil/mqtt-password'
 
 echo; echo "======== summary ($SUITE $ARCH, mirror $MIRROR)"
 fail=0
-for k in "1st install" "check" "2nd install" "config kept" "uninstall" "after uninstall"; do
-    printf '  %-16s %s\n' "$k" "${RESULT[$k]}"
+for k in "1st install" "check" "pi config" "pi os, no picamera2" "chrony gps conf" "2nd install" "config kept" "uninstall" "after uninstall"; do
+    printf '  %-20s %s\n' "$k" "${RESULT[$k]}"
     case "${RESULT[$k]}" in rc=0*) ;; *) fail=1 ;; esac
 done
 [ "$fail" = 0 ] && echo "  ALL PASSED" || echo "  FAILED"

@@ -1,8 +1,10 @@
 """The Raspberry Pi camera as a ``FrameSource`` (picamera2). See docs/camera.md.
 
 ``picamera2`` comes from apt (``python3-picamera2``) and imports libcamera, so it cannot be
-imported off a Pi: it is imported only inside ``PiCameraSource.open()``. Tests pass a test
-double with picamera2's API shape as ``picamera2_module`` (tests/fake_picamera2.py).
+imported off a Pi: this module is the only one that imports it, in ``load_picamera2()`` (called
+by ``PiCameraSource.open()``, and early by ``sousveil run`` for a clear error before the model
+loads). Tests pass a test double with picamera2's API shape as ``picamera2_module``
+(tests/fake_picamera2.py).
 
 Per frame: one ``captured_request()``; the pixels (copied) and the metadata come from that one
 request, and the buffer goes back to the camera when the ``with`` block ends.
@@ -10,9 +12,10 @@ request, and the buffer goes back to the camera when the ``with`` block ends.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -33,17 +36,37 @@ AF_MODE_CONTINUOUS = 2
 # libcamera's ExposureTimeModeEnum (libcamera >= 0.5): Auto = 0, Manual = 1
 EXPOSURE_TIME_MODE_AUTO = 0
 EXPOSURE_TIME_MODE_MANUAL = 1
+# libcamera's AnalogueGainModeEnum (libcamera >= 0.5): Auto = 0, Manual = 1
+ANALOGUE_GAIN_MODE_AUTO = 0
 # the gain at or below which a pinned shutter is handed back to AE (the scene is bright enough)
 RELEASE_GAIN = 1.05
+# a change of the wall - monotonic offset larger than this is a clock step (chrony setting the
+# clock from GPS or NTP), not jitter between the two clock reads: frame UTC follows it
+CLOCK_STEP_NS = 50_000_000
 
 INSTALL_HINT = (
-    "picamera2 is not installed: on Raspberry Pi OS `sudo apt install python3-picamera2` "
-    "and create the venv with --system-site-packages"
+    "picamera2 is not installed (the on-bike camera: on Raspberry Pi OS `sudo apt install python3-picamera2` "
+    "and create the venv with --system-site-packages); off a Pi use camera.source = 'video' or 'images' "
+    "with a path"
 )
 
 
 class CameraError(FrameSourceError):
     """The Pi camera cannot start: picamera2 missing, no camera, bad settings, mode not available."""
+
+
+def load_picamera2(module: Any = None) -> Any:
+    """``module`` when given (a test double), else ``import picamera2`` (Pi only).
+
+    The one place picamera2 is imported. Raises ``CameraError`` with the install hint when it
+    is missing (off a Pi, or a venv made without --system-site-packages).
+    """
+    if module is not None:
+        return module
+    try:
+        return importlib.import_module("picamera2")
+    except ImportError as exc:
+        raise CameraError(INSTALL_HINT) from exc
 
 
 @dataclass(frozen=True)
@@ -98,9 +121,13 @@ class PiCameraSource:
     """Frames from the Pi camera (picamera2), BGR (``RGB888`` is BGR in memory).
 
     ``t_mono_ns`` is the request's ``SensorTimestamp`` (the ``time.monotonic_ns()`` clock);
-    ``t_utc`` is that plus ``time_ns() - monotonic_ns()`` sampled once in ``open()`` (an NTP
-    step mid-ride does not make frame times jump). ``index`` is estimated from the timestamp
-    gaps, so frames the camera dropped show as gaps; ``dropped`` counts them.
+    ``t_utc`` is that plus the offset ``time_ns() - monotonic_ns()``. The offset is sampled when
+    the camera starts and again with every frame; it is replaced only when it moved by more than
+    ``CLOCK_STEP_NS`` (a clock step: chrony setting the clock from GPS after an offline cold
+    boot), so read jitter never moves frame times and a step is followed at once (``clock_steps``
+    counts them). ``wall_ns``/``mono_ns`` stand for the two clocks (tests pass fakes).
+    ``index`` is estimated from the timestamp gaps, so frames the camera dropped show as gaps;
+    ``dropped`` counts them.
     ``last_exposure_us`` / ``last_gain`` / ``last_lens_position`` are the latest frame's
     metadata for the status topic.
 
@@ -109,12 +136,21 @@ class PiCameraSource:
     ...         detector.detect(frame.pixels, bgr=frame.bgr)
     """
 
-    def __init__(self, settings: PiCameraSettings | None = None, picamera2_module: Any = None) -> None:
+    def __init__(
+        self,
+        settings: PiCameraSettings | None = None,
+        picamera2_module: Any = None,
+        *,
+        wall_ns: Callable[[], int] = time.time_ns,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self.settings = settings if settings is not None else PiCameraSettings()
         self._module = picamera2_module
+        self._wall_ns, self._mono_ns = wall_ns, mono_ns
         self._cam: Any = None
         self._size = self.settings.size
         self.wall_offset_ns: int | None = None
+        self.clock_steps = 0
         self.has_af = False
         self.frames = 0
         self.dropped = 0
@@ -148,12 +184,7 @@ class PiCameraSource:
         """Import picamera2, configure the camera, set the controls and start it (idempotent)."""
         if self._cam is not None:
             return
-        module = self._module
-        if module is None:
-            try:
-                import picamera2 as module  # type: ignore[import-not-found, no-redef, unused-ignore]  # apt, Pi only
-            except ImportError as exc:
-                raise CameraError(INSTALL_HINT) from exc
+        module = load_picamera2(self._module)
         s = self.settings
         cameras = list(module.Picamera2.global_camera_info())
         if len(cameras) <= s.camera_index:
@@ -204,13 +235,12 @@ class PiCameraSource:
             last_ts = ts
             self.frames += 1
             self._note_metadata(metadata)
-            assert self.wall_offset_ns is not None  # set in open()
+            offset = self._follow_clock()
             yield Frame(
                 pixels=pixels,
                 bgr=True,
                 t_mono_ns=ts,
-                t_utc=datetime(1970, 1, 1, tzinfo=UTC)
-                + timedelta(microseconds=round((ts + self.wall_offset_ns) / 1000)),
+                t_utc=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=round((ts + offset) / 1000)),
                 index=index,
                 source=self.model or "picamera2",
             )
@@ -251,14 +281,37 @@ class PiCameraSource:
         self._size = size
         cam.set_controls(controls)  # again after configure: some controls only stick on a configured camera
         cam.start()
-        # sampled once: an NTP step during the ride must not make frame times jump
-        self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
+        self.wall_offset_ns = self._sample_offset()
         log.info("camera started; wall - monotonic offset %d ns", self.wall_offset_ns)
+
+    def _sample_offset(self) -> int:
+        return self._wall_ns() - self._mono_ns()
+
+    def _follow_clock(self) -> int:
+        """The wall - monotonic offset for this frame: re-sampled, replaced only on a step."""
+        now = self._sample_offset()
+        if self.wall_offset_ns is None:
+            self.wall_offset_ns = now
+        elif abs(now - self.wall_offset_ns) > CLOCK_STEP_NS:
+            step_s = (now - self.wall_offset_ns) / 1e9
+            self.wall_offset_ns = now
+            self.clock_steps += 1
+            log.warning("camera: the wall clock stepped by %+.3f s (set by chrony/NTP?); frame UTC follows", step_s)
+        return self.wall_offset_ns
 
     def _start_controls(self) -> dict[str, Any]:
         s = self.settings
         duration = s.frame_duration_us
-        controls: dict[str, Any] = {"FrameDurationLimits": (duration, duration), "AeEnable": True}
+        controls: dict[str, Any] = {"FrameDurationLimits": (duration, duration)}
+        # automatic gain (and AE): libcamera >= 0.5 has per-parameter modes and no AeEnable (or one
+        # only kept as a wrapper over the modes, which must not fight the manual shutter below);
+        # older libcamera has AeEnable. A control the camera does not advertise is never sent:
+        # picamera2 refuses it ("Control ... is not advertised by libcamera").
+        if "ExposureTimeMode" in self._controls:
+            if "AnalogueGainMode" in self._controls:
+                controls["AnalogueGainMode"] = ANALOGUE_GAIN_MODE_AUTO
+        elif "AeEnable" in self._controls:
+            controls["AeEnable"] = True
         # start with the shutter pinned at the cap (no blurred first frames while AE converges)
         controls.update(self._shutter_controls(s.max_exposure_us))
         self.exposure_pinned = True

@@ -2,14 +2,24 @@
 
 Each ``check_*`` function returns ``(ok, line)``; none raises for a failure it can name, and
 none ever prints a password. ``run_device_checks`` prints the lines and returns how many failed.
+
+Run it with the service stopped (the camera takes one user at a time). The service's MQTT
+password is a systemd credential: ``/run/credentials/sousveil.service/mqtt-password`` exists
+only while the service runs, so ``resolve_password_file`` falls back to the credential of the
+unit ``check`` runs in (``$CREDENTIALS_DIRECTORY``, e.g. under ``systemd-run -p
+LoadCredential=...``) and then to the credential's source, ``/etc/sousveil/mqtt-password``
+(root only: ``sudo``). See docs/service.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,13 +27,74 @@ import numpy as np
 from detector import Detector, DetectorError, Model, default_model_path
 from firmware.config import Config
 from firmware.frames import FrameSourceError
+from firmware.mqtt import MqttConfigError, MqttSettings
 from firmware.position.fix import Fix, FixMode
 from firmware.position.gpsd import GpsdClient
 
 DEFAULT_GPS_WAIT_S = 5.0
 DEFAULT_BROKER_TIMEOUT_S = 5.0
+CREDENTIALS_ROOT = Path("/run/credentials")
+"""systemd's per-unit credential folders: /run/credentials/<unit>/<id> (what %d expands to)."""
+CREDENTIAL_SOURCE_DIR = Path("/etc/sousveil")
+"""Where deploy/sousveil.service loads its credentials from:
+``LoadCredential=mqtt-password:/etc/sousveil/mqtt-password``."""
 
 Result = tuple[bool, str]
+
+
+def _credential_id(path: Path) -> str | None:
+    """``<id>`` when ``path`` is /run/credentials/<unit>/<id>, else None."""
+    try:
+        rel = path.relative_to(CREDENTIALS_ROOT)
+    except ValueError:
+        return None
+    return rel.parts[1] if len(rel.parts) == 2 else None
+
+
+def resolve_password_file(s: MqttSettings, environ: Mapping[str, str] | None = None) -> tuple[MqttSettings, str]:
+    """``s`` with a ``password_file`` that can be read, and a note saying which file that is.
+
+    The configured file is tried first. When it is a systemd credential path of the service
+    (/run/credentials/<unit>/<id>) that cannot be read (the service is not running, or check
+    runs in another unit), ``$CREDENTIALS_DIRECTORY/<id>`` and then the credential's source
+    ``CREDENTIAL_SOURCE_DIR/<id>`` are tried. Raises MqttConfigError naming every file tried and
+    why it could not be used. Without a ``password_file`` (or username) ``s`` comes back as it is.
+    """
+    if s.password_file is None or not s.username:
+        return s, ""
+    tried: list[str] = []
+
+    def usable(path: Path, what: str) -> bool:
+        try:
+            dataclasses.replace(s, password_file=path).read_password()
+        except MqttConfigError as err:
+            reason = str(err).removeprefix("mqtt.password_file: ")
+            tried.append(f"{what}: {reason}")
+            return False
+        return True
+
+    configured = s.password_file
+    if usable(configured, "password_file"):
+        return s, f"password from {configured}"
+    cred_id = _credential_id(configured)
+    if cred_id is None:
+        raise MqttConfigError(f"mqtt.password_file: {tried[0].removeprefix('password_file: ')}")
+    tried[0] += " (a systemd credential: it exists only while that unit runs)"
+    env = os.environ if environ is None else environ
+    candidates: list[tuple[Path, str]] = []
+    if env.get("CREDENTIALS_DIRECTORY"):
+        candidates.append((Path(env["CREDENTIALS_DIRECTORY"]) / cred_id, "this unit's credential"))
+    candidates.append((CREDENTIAL_SOURCE_DIR / cred_id, "the credential's source"))
+    for path, what in candidates:
+        if path != configured and usable(path, what):
+            note = f"password from {path} ({what}; {configured} is not there)"
+            return dataclasses.replace(s, password_file=path), note
+    raise MqttConfigError(
+        "mqtt.password_file: no readable password: "
+        + "; ".join(tried)
+        + ". Stop the service and run check as root (sudo), or under systemd-run with"
+        f" -p LoadCredential={cred_id}:{CREDENTIAL_SOURCE_DIR / cred_id} (docs/service.md)"
+    )
 
 
 def _ok(what: str) -> Result:
@@ -133,12 +204,16 @@ def check_broker(config: Config, timeout_s: float = DEFAULT_BROKER_TIMEOUT_S) ->
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-    from firmware.mqtt import MqttConfigError, configure_auth
+    from firmware.mqtt import configure_auth
 
     s = config.mqtt
     if s is None:
         return None
     where = f"broker {s.host}:{s.port}"
+    try:
+        s, password_note = resolve_password_file(s)
+    except MqttConfigError as err:
+        return _fail(f"{where}: {err}")
     client_id = f"{s.client_id}-check" if s.client_id else ""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
     outcome: list[str | None] = []  # None: accepted; a string: why not
@@ -178,7 +253,8 @@ def check_broker(config: Config, timeout_s: float = DEFAULT_BROKER_TIMEOUT_S) ->
         return _fail(f"{where}: {outcome[0]}")
     who = f" as {s.username}" if s.username else ""
     tls = ", TLS" if s.uses_tls else ""
-    return _ok(f"{where}: connected{who}{tls} in {ms:.0f} ms and disconnected")
+    note = f" ({password_note})" if password_note else ""
+    return _ok(f"{where}: connected{who}{tls} in {ms:.0f} ms and disconnected{note}")
 
 
 def run_device_checks(

@@ -79,7 +79,12 @@ def device_status(
     thermal_path: Path = THERMAL_PATH,
     throttled_path: Path = THROTTLED_PATH,
 ) -> dict[str, Any]:
-    """The status object (JSON-ready). ``gps`` None: positions come from a file, not gpsd."""
+    """The status object (JSON-ready). ``gps`` None: positions come from a file, not gpsd.
+
+    ``gps_acc_m`` is the last fix's horizontal accuracy (gpsd's ``eph``; it stays with the last
+    fix when the fix is lost, so read it with ``gps_mode`` and ``gps_fix_age_s``);
+    ``gps_sats_used`` the satellites used in the solution (gpsd's SKY), None until gpsd sends one.
+    """
     throttle = throttled(throttled_path)
     return {
         "fps": None if fps is None else round(fps, 2),
@@ -91,6 +96,8 @@ def device_status(
         "gps_mode": None if gps is None else int(gps.mode),
         "gps_connected": None if gps is None else gps.connected,
         "gps_fix_age_s": None if gps is None or gps.last_fix_age_s is None else round(gps.last_fix_age_s, 1),
+        "gps_acc_m": None if gps is None or gps.last_acc_m is None else round(gps.last_acc_m, 1),
+        "gps_sats_used": None if gps is None else gps.satellites_used,
         "outbox_depth": outbox_depth,
         "cpu_temp_c": cpu_temp_c(thermal_path),
         "throttled": throttle,
@@ -107,7 +114,12 @@ def status_line(status: dict[str, Any]) -> str:
         parts.append(f"{status['inference_ms']:.0f} ms/frame")
     parts.append(f"{status.get('published', 0)} sightings")
     if status.get("gps_mode") is not None:
-        parts.append(f"gps mode {status['gps_mode']}")
+        gps = f"gps mode {status['gps_mode']}"
+        if status.get("gps_mode", 0) >= 2 and status.get("gps_acc_m") is not None:
+            gps += f" ±{status['gps_acc_m']:.0f} m"
+        if status.get("gps_sats_used") is not None:
+            gps += f" {status['gps_sats_used']} sats"
+        parts.append(gps)
     if status.get("outbox_depth"):
         parts.append(f"{status['outbox_depth']} queued")
     if status.get("cpu_temp_c") is not None:

@@ -28,13 +28,19 @@ Callback = Callable[[], None]
 
 @dataclass(frozen=True)
 class GpioSettings:
-    """BCM pin numbers and timings. ``buzzer_pin=None`` means no buzzer is fitted."""
+    """BCM pin numbers and timings. ``buzzer_pin=None`` means no buzzer is fitted.
+
+    ``debounce_s``: the button's contacts bounce for a few ms on press and release; gpiozero's
+    ``bounce_time`` (on the Pi's lgpio backend: an edge is reported only once the level has been
+    stable this long) turns each press into one edge. 0 turns debouncing off.
+    """
 
     led_pin: int = 17
     buzzer_pin: int | None = 27
     button_pin: int = 22
     long_press_s: float = 3.0
     beep_s: float = 0.08
+    debounce_s: float = 0.05
 
     def __post_init__(self) -> None:
         pins = [self.led_pin, self.button_pin] + ([] if self.buzzer_pin is None else [self.buzzer_pin])
@@ -42,6 +48,8 @@ class GpioSettings:
             raise ValueError(f"gpio pins must differ, got {pins}")
         if self.long_press_s <= 0 or self.beep_s <= 0:
             raise ValueError("gpio long_press_s and beep_s must be > 0")
+        if not 0 <= self.debounce_s < self.long_press_s:
+            raise ValueError("gpio debounce_s must be >= 0 and shorter than long_press_s")
 
 
 class LedState(StrEnum):
@@ -210,7 +218,8 @@ class Button:
 
     A short press (released before ``long_press_s``) toggles pause and calls ``on_pause`` or
     ``on_resume``; holding it for ``long_press_s`` calls ``on_shutdown`` once, and its release
-    does not toggle pause. Callbacks run on gpiozero's event threads: keep them quick.
+    does not toggle pause. ``debounce_s`` is gpiozero's ``bounce_time`` (None when 0), so a
+    bouncing contact gives one press. Callbacks run on gpiozero's event threads: keep them quick.
     """
 
     def __init__(
@@ -218,6 +227,7 @@ class Button:
         pin: int,
         *,
         long_press_s: float = 3.0,
+        debounce_s: float = 0.05,
         on_pause: Callback | None = None,
         on_resume: Callback | None = None,
         on_shutdown: Callback | None = None,
@@ -233,7 +243,11 @@ class Button:
         self._held = False
         self._shutdown_requested = False
         self._button: Any = GzButton(
-            pin, pull_up=True, bounce_time=None, hold_time=long_press_s, **_factory_kwargs(pin_factory)
+            pin,
+            pull_up=True,
+            bounce_time=debounce_s if debounce_s > 0 else None,
+            hold_time=long_press_s,
+            **_factory_kwargs(pin_factory),
         )
         self._button.when_pressed = self._pressed
         self._button.when_held = self._long_press
@@ -307,6 +321,7 @@ class Panel:
             self.button = Button(
                 settings.button_pin,
                 long_press_s=settings.long_press_s,
+                debounce_s=settings.debounce_s,
                 on_pause=self._paused,
                 on_resume=self._resumed,
                 on_shutdown=self._shutdown,

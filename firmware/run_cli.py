@@ -6,15 +6,18 @@ thread into the PositionTrack; or a GPX/NMEA file from ``path``), then the same 
 privacy filter and sink as ``sousveil replay``. SIGTERM and SIGINT (or a long press of the
 ``[gpio]`` button) stop it cleanly: the open tracks are finished and the sink flushed, exit
 status 0. Under systemd it notifies READY/WATCHDOG/STATUS/STOPPING (firmware/sdnotify.py);
-a short press of the button pauses and resumes capture; every ~5 s a status object
-(firmware/device_status.py) goes to the retained MQTT status topic. See docs/service.md. Wired into firmware/cli.py
-with ``run_cli.add_parser(sub)``; see docs/pipeline.md.
+WATCHDOG only from the frame loop, so a hung camera stops the pings. A short press of the
+button pauses and resumes capture; the LED shows the current fix state (gpsd's mode and fix
+age live, the track at the frame's time from a file), ERROR while gpsd is unreachable and,
+for ``ERROR_HOLD_S``, after a failure before the process exits. Every ~5 s a status object
+(firmware/device_status.py) goes to the retained MQTT status topic. See docs/service.md.
+Wired into firmware/cli.py with ``run_cli.add_parser(sub)``; see docs/pipeline.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import logging
 import signal
 import sys
 import threading
@@ -29,12 +32,12 @@ from typing import Any
 
 from detector import load_detector
 from firmware import device_status as ds
-from firmware.camera_pi import PiCameraSettings, PiCameraSource
+from firmware.camera_pi import PiCameraSettings, PiCameraSource, load_picamera2
 from firmware.config import Config
-from firmware.frames import FrameSource, ImageFolderSource, VideoSource
+from firmware.frames import Frame, FrameSource, ImageFolderSource, VideoSource
 from firmware.gpio import LedState, Panel
 from firmware.pipeline import Pipeline
-from firmware.position import GpsdClient, GpsdReader, PositionTrack
+from firmware.position import FramePosition, GpsdClient, GpsdReader, PositionTrack
 from firmware.privacy import utc_now
 from firmware.replay_cli import (
     ERRORS,
@@ -53,12 +56,11 @@ from firmware.replay_cli import (
 from firmware.sdnotify import Notifier
 from firmware.sinks import MqttSink
 
-PICAMERA_MISSING = (
-    "camera.source = 'picamera2': picamera2 is not installed (the on-bike camera: on Raspberry Pi OS"
-    " `sudo apt install python3-picamera2` and a venv made with --system-site-packages);"
-    " elsewhere use source = 'video' or 'images' with a path"
-)
+log = logging.getLogger(__name__)
+
 STATUS_INTERVAL_S = 5.0
+ERROR_HOLD_S = 3.0
+"""How long the LED shows ERROR after a failure before ``sousveil run`` exits (a SIGTERM cuts it short)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -140,25 +142,33 @@ def picamera2_settings(config: Config) -> PiCameraSettings:
     )
 
 
-def load_picamera2(module: Any) -> Any:
-    """``module`` when given (tests), else the real picamera2 (Pi only), else a one-line error."""
-    if module is not None:
-        return module
-    try:
-        return importlib.import_module("picamera2")
-    except ImportError:
-        raise ReplayError(PICAMERA_MISSING) from None
-
-
 def open_frames(config: Config, start_utc: datetime, picamera2_module: Any = None) -> FrameSource:
+    """The ``[camera]`` source; ``picamera2_module`` stands for ``import picamera2`` (tests), which
+    only firmware/camera_pi.py ever imports."""
     cam = config.camera
     if cam.source == "picamera2":
-        return PiCameraSource(picamera2_settings(config), load_picamera2(picamera2_module))
+        return PiCameraSource(picamera2_settings(config), picamera2_module)
     if cam.path is None:
         raise ReplayError(f"camera.path: required with source = {cam.source!r}")
     if cam.source == "video":
         return VideoSource(cam.path, start_utc)
     return ImageFolderSource(cam.path)
+
+
+def fix_led_state(reader: GpsdReader | None, positions: PositionTrack, frame: Frame) -> LedState:
+    """The LED for the current fix state, never "a fix was seen once".
+
+    Live (gpsd): ERROR while gpsd cannot be reached (never connected, or the connection lost);
+    RUNNING while the current TPV mode is 2D/3D and the last fix is at most ``max_gap_s`` old
+    (older fixes cannot place a frame, docs/position.md); else WAITING_FOR_FIX. From a file:
+    RUNNING when the track gives this frame a position, else WAITING_FOR_FIX.
+    """
+    if reader is not None:
+        state = reader.client.state()
+        if not state.connected and state.last_error is not None:
+            return LedState.ERROR
+        return LedState.RUNNING if state.has_fix(positions.max_gap_s) else LedState.WAITING_FOR_FIX
+    return LedState.RUNNING if isinstance(positions.at(frame.t_utc), FramePosition) else LedState.WAITING_FOR_FIX
 
 
 @dataclass
@@ -258,11 +268,14 @@ def run_live(
     stats: LiveStats | None = None,
     thermal_path: Path = ds.THERMAL_PATH,
     throttled_path: Path = ds.THROTTLED_PATH,
+    error_hold_s: float = ERROR_HOLD_S,
 ) -> int:
     """Run until the frames end or ``flag`` is set; 0 after a clean finish. Raises the ``ERRORS``.
 
     ``picamera2_module`` stands for ``import picamera2``, ``pin_factory`` is gpiozero's,
     ``environ`` is where ``NOTIFY_SOCKET`` / ``WATCHDOG_USEC`` are read (default os.environ).
+    A failure once the ``[gpio]`` panel is open shows ERROR on the LED for ``error_hold_s``
+    (or until ``flag`` is set) before it is raised.
     """
     flag = flag if flag is not None else StopFlag()
     stats = stats if stats is not None else LiveStats()
@@ -297,7 +310,7 @@ def run_live(
                 )
                 notifier.ready(f"camera ({config.camera.source}) and model up")
                 stats.ready = True
-                _frame_loop(source, pipeline, positions, panel, notifier, reporter, flag, stats)
+                _frame_loop(source, pipeline, positions, reader, panel, notifier, reporter, flag, stats)
                 notifier.stopping()
                 if flag:
                     print(f"sousveil run: stopped by {flag.reason}; finishing", file=sys.stderr)
@@ -306,22 +319,40 @@ def run_live(
                 if reader is not None:
                     reader.stop()
                 choice.sink.close()
+    except Exception:
+        if panel is not None:
+            _show_error(panel, stats, flag, error_hold_s)
+        raise
     finally:
         if panel is not None:
             panel.close()
     return 0
 
 
+def _show_error(panel: Panel, stats: LiveStats, flag: StopFlag, hold_s: float) -> None:
+    """ERROR on the LED for ``hold_s`` (a stop request ends it early), so the rider sees why it stopped."""
+    try:
+        panel.set_state(LedState.ERROR)
+        stats.led = panel.led.state
+    except Exception:  # the pins themselves failed: nothing to show
+        log.debug("cannot show ERROR on the LED", exc_info=True)
+        return
+    flag.wait(hold_s)
+
+
 def _frame_loop(
     source: FrameSource,
     pipeline: Pipeline,
     positions: PositionTrack,
+    reader: GpsdReader | None,
     panel: Panel | None,
     notifier: Notifier,
     reporter: StatusReporter,
     flag: StopFlag,
     stats: LiveStats,
 ) -> None:
+    """Per frame: feed the watchdog (the only place it is fed: no frames, no pings), set the LED,
+    then process the frame, or, while paused, drop it unprocessed (counted in ``skipped``)."""
     progress = Progress(sys.stderr)
     started = time.monotonic()
     try:
@@ -331,11 +362,11 @@ def _frame_loop(
                 break
             if panel is not None:
                 stats.paused = panel.paused
-                if not stats.paused:
-                    panel.set_state(LedState.RUNNING if positions.latest() is not None else LedState.WAITING_FOR_FIX)
+                # while paused the panel shows PAUSED, unless this is ERROR (gpsd lost)
+                panel.set_state(fix_led_state(reader, positions, frame))
                 stats.led = panel.led.state
             if stats.paused:
-                stats.skipped += 1
+                stats.skipped += 1  # read (the camera and the watchdog stay alive), never detected
                 reporter.maybe(pipeline, stats)
                 continue
             before = pipeline.published

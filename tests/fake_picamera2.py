@@ -5,6 +5,15 @@ autofocus); ``module(af=False)`` gives one whose camera has a fixed-focus lens (
 Camera Module 2). Every instance is kept in ``Picamera2.instances`` so a test can look at the
 controls it was sent and the requests it handed out.
 
+Controls: like picamera2, ``set_controls`` (and the configuration's ``controls``) refuse a
+control the camera does not advertise in ``camera_controls``. ``module()`` advertises the
+libcamera < 0.5 set (``AeEnable``, ``ExposureTime`` 0 = automatic); ``module(libcamera_05=True)``
+the libcamera >= 0.5 set, where ``AeEnable`` is gone and ``ExposureTimeMode`` /
+``AnalogueGainMode`` (0 = auto, 1 = manual) say whether ``ExposureTime`` / ``AnalogueGain`` apply.
+
+A hung camera: ``hang_after = N`` makes ``captured_request()`` block after N frames (as a
+wedged libcamera does) until ``unhang()``.
+
 Frames: ``make_array("main")`` returns (H, W, 3) uint8 in BGR order (as RGB888 is in memory):
 blue = frame number % 256, red = 7, so a test can check both the order and the frame.
 ``SensorTimestamp`` starts at ``time.monotonic_ns()`` when ``start()`` is called and steps by
@@ -13,6 +22,7 @@ the frame duration (``FrameDurationLimits``); ``skip`` lists frame numbers the "
 
 from __future__ import annotations
 
+import threading
 import time
 from types import SimpleNamespace, TracebackType
 from typing import Any, ClassVar, Self
@@ -29,6 +39,13 @@ IMX708_CONTROLS: dict[str, tuple[Any, Any, Any]] = {
     "LensPosition": (0.0, 15.0, 1.0),
 }
 IMX219_CONTROLS = {k: v for k, v in IMX708_CONTROLS.items() if k not in ("AfMode", "LensPosition")}
+# libcamera >= 0.5 (Raspberry Pi OS since mid-2025): no AeEnable, per-parameter auto/manual modes
+IMX708_CONTROLS_05: dict[str, tuple[Any, Any, Any]] = {
+    **{k: v for k, v in IMX708_CONTROLS.items() if k != "AeEnable"},
+    "ExposureTimeMode": (0, 1, 0),
+    "AnalogueGainMode": (0, 1, 0),
+}
+IMX219_CONTROLS_05 = {k: v for k, v in IMX708_CONTROLS_05.items() if k not in ("AfMode", "LensPosition")}
 
 
 class FakeRequest:
@@ -103,6 +120,9 @@ class Picamera2:
         self.picked_size: tuple[int, int] | None = None  # set to make "libcamera" pick another size
         self.exposures_us: list[int] = []  # metadata ExposureTime per frame (then the last one repeats)
         self.gains: list[float] = []
+        self.hang_after: int | None = None  # captured_request() blocks once this many frames were handed out
+        self.hanging = threading.Event()  # set while a captured_request() call is blocked
+        self._unhang = threading.Event()
         self._t0 = 0
         self._frame = 0
         type(self).instances.append(self)
@@ -196,9 +216,18 @@ class Picamera2:
             return 2.0
         return self.gains[min(self._frame, len(self.gains) - 1)]
 
+    def unhang(self) -> None:
+        """Let a hung ``captured_request()`` go on (and never hang again)."""
+        self.hang_after = None
+        self._unhang.set()
+
     def captured_request(self, wait: float | None = None, flush: Any = None) -> FakeRequest:
         if not self.started:
             raise RuntimeError("Camera is not running")
+        if self.hang_after is not None and len(self.requests) >= self.hang_after:
+            self.hanging.set()
+            self._unhang.wait()
+            self.hanging.clear()
         while self._frame in self.skip:
             self._frame += 1
         if self.outstanding >= (self.config or {}).get("buffer_count", 1):
@@ -222,15 +251,39 @@ class Picamera2NoAf(Picamera2):
         return [{"Model": "imx219", "Location": 2, "Rotation": 0, "Id": "/base/soc/i2c0mux/i2c@1/imx219@10", "Num": 0}]
 
 
+class Picamera2Libcamera05(Picamera2):
+    """Camera Module 3 on libcamera >= 0.5: ``ExposureTimeMode``/``AnalogueGainMode``, no ``AeEnable``."""
+
+    CONTROLS = IMX708_CONTROLS_05
+
+    def next_exposure_us(self) -> int:
+        if not self.exposures_us and self.current_controls.get("ExposureTimeMode", 0) == 0:
+            return 20000  # auto: AE's choice, whatever ExposureTime was set to
+        return super().next_exposure_us()
+
+
+class Picamera2NoAfLibcamera05(Picamera2Libcamera05):
+    MODEL = "imx219"
+    CONTROLS = IMX219_CONTROLS_05
+
+    @staticmethod
+    def global_camera_info() -> list[dict[str, Any]]:
+        return Picamera2NoAf.global_camera_info()
+
+
 class PicamNoCamera(Picamera2):
     @staticmethod
     def global_camera_info() -> list[dict[str, Any]]:
         return []
 
 
-def module(af: bool = True, cameras: bool = True) -> SimpleNamespace:
+def module(af: bool = True, cameras: bool = True, libcamera_05: bool = False) -> SimpleNamespace:
     """A stand-in for the ``picamera2`` module: ``module().Picamera2`` is the class to use."""
-    cls: type[Picamera2] = Picamera2 if af else Picamera2NoAf
+    cls: type[Picamera2]
+    if libcamera_05:
+        cls = Picamera2Libcamera05 if af else Picamera2NoAfLibcamera05
+    else:
+        cls = Picamera2 if af else Picamera2NoAf
     if not cameras:
         cls = PicamNoCamera
     return SimpleNamespace(Picamera2=cls)

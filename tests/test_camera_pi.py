@@ -15,10 +15,12 @@ import pytest
 from firmware.camera_pi import (
     AF_MODE_CONTINUOUS,
     AF_MODE_MANUAL,
+    CLOCK_STEP_NS,
     INSTALL_HINT,
     CameraError,
     PiCameraSettings,
     PiCameraSource,
+    load_picamera2,
 )
 from firmware.frames import FrameSource
 
@@ -168,16 +170,42 @@ def test_exposure_governor_pins_and_releases() -> None:
         it.close()
 
 
-def test_exposure_time_mode_on_new_libcamera() -> None:
-    mod = fake_picamera2.module()
-    mod.Picamera2.CONTROLS = {**fake_picamera2.IMX708_CONTROLS, "ExposureTimeMode": (0, 1, 0)}
-    try:
-        with PiCameraSource(SMALL, mod):
-            sent = _cam().controls_log[0]
-    finally:
-        mod.Picamera2.CONTROLS = fake_picamera2.IMX708_CONTROLS
-    assert sent["ExposureTimeMode"] == 1
-    assert sent["ExposureTime"] == 4000
+def test_old_libcamera_gets_ae_enable() -> None:
+    with PiCameraSource(SMALL, fake_picamera2.module()):
+        sent = _cam().controls_log[0]
+    assert sent["AeEnable"] is True
+    assert "ExposureTimeMode" not in sent and "AnalogueGainMode" not in sent
+
+
+@pytest.mark.parametrize("af", [True, False])
+def test_libcamera_05_gets_exposure_time_mode_and_no_ae_enable(af: bool) -> None:
+    # libcamera >= 0.5 advertises no AeEnable: the fake, like picamera2, refuses a control that is
+    # not advertised, so sending it would fail open() here as it does on the Pi
+    mod = fake_picamera2.module(af=af, libcamera_05=True)
+    with PiCameraSource(SMALL, mod) as src:
+        cam = _cam()
+        cam.exposures_us = [4000, 1000, 20000]
+        cam.gains = [1.0, 1.0, 3.0]
+        it = iter(src)
+        next(it)  # gain 1 at the cap: shutter back to AE
+        assert cam.controls_log[-1] == {"ExposureTimeMode": 0}
+        next(it)
+        next(it)  # AE wants 20 ms: pinned at the cap again
+        assert cam.controls_log[-1] == {"ExposureTimeMode": 1, "ExposureTime": 4000}
+        it.close()
+    sent = cam.controls_log[0]
+    assert "AeEnable" not in sent
+    assert sent["ExposureTimeMode"] == 1 and sent["ExposureTime"] == 4000
+    assert sent["AnalogueGainMode"] == 0  # the gain stays automatic
+    assert ("AfMode" in sent) is af
+    for controls in cam.controls_log:
+        assert set(controls) <= set(cam.camera_controls)
+
+
+def test_fake_refuses_controls_the_camera_does_not_advertise() -> None:
+    cam = fake_picamera2.module(libcamera_05=True).Picamera2()
+    with pytest.raises(RuntimeError, match="not advertised"):
+        cam.set_controls({"AeEnable": True})
 
 
 def test_dropped_frames_show_as_index_gaps() -> None:
@@ -203,6 +231,73 @@ def test_other_size_picked_is_an_error() -> None:
 def test_no_camera() -> None:
     with pytest.raises(CameraError, match="no camera 0"):
         PiCameraSource(SMALL, fake_picamera2.module(cameras=False)).open()
+
+
+class FakeClocks:
+    """The wall and monotonic clocks the adapter reads: wall is always monotonic + ``offset_ns``
+    (read together, so exactly), and a test moves ``offset_ns`` as chrony would."""
+
+    def __init__(self, offset_ns: int) -> None:
+        self.offset_ns = offset_ns
+        self._mono = 0
+
+    def wall_ns(self) -> int:
+        self._mono += 1000
+        return self._mono + self.offset_ns
+
+    def mono_ns(self) -> int:
+        return self._mono
+
+
+def _utc(ts_ns: int, offset_ns: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=round((ts_ns + offset_ns) / 1000))
+
+
+def test_frame_utc_follows_a_clock_step_but_not_jitter() -> None:
+    # an offline cold boot: the Pi's clock is a year behind until chrony steps it from GPS
+    behind = 1_735_689_600 * 10**9 - time.monotonic_ns()  # 2025-01-01 at this monotonic time
+    clocks = FakeClocks(behind)
+    src = PiCameraSource(SMALL, fake_picamera2.module(), wall_ns=clocks.wall_ns, mono_ns=clocks.mono_ns)
+    with src:
+        it = iter(src)
+        first = next(it)
+        assert first.t_utc == _utc(first.t_mono_ns, behind)
+        clocks.offset_ns = behind + CLOCK_STEP_NS // 2  # read jitter / slewing: frame times stay put
+        second = next(it)
+        assert second.t_utc == _utc(second.t_mono_ns, behind)
+        assert src.clock_steps == 0
+        stepped = behind + 365 * 86400 * 10**9  # chrony steps the clock a year forward
+        clocks.offset_ns = stepped
+        third, fourth = next(it), next(it)
+        it.close()
+    assert third.t_utc == _utc(third.t_mono_ns, stepped)
+    assert fourth.t_utc == _utc(fourth.t_mono_ns, stepped)
+    assert (third.t_utc - second.t_utc).total_seconds() == pytest.approx(365 * 86400 + 0.1, abs=1e-3)
+    assert src.clock_steps == 1 and src.wall_offset_ns == stepped
+    assert [f.t_mono_ns - first.t_mono_ns for f in (second, third, fourth)] == [100_000_000 * k for k in (1, 2, 3)]
+
+
+def test_a_backward_step_is_followed_too() -> None:
+    clocks = FakeClocks(1_800_000_000 * 10**9)
+    src = PiCameraSource(SMALL, fake_picamera2.module(), wall_ns=clocks.wall_ns, mono_ns=clocks.mono_ns)
+    with src:
+        it = iter(src)
+        next(it)
+        clocks.offset_ns -= 2 * 10**9
+        frame = next(it)
+        it.close()
+    assert frame.t_utc == _utc(frame.t_mono_ns, clocks.offset_ns) and src.clock_steps == 1
+
+
+def test_load_picamera2_is_the_only_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = fake_picamera2.module()
+    assert load_picamera2(mod) is mod
+    fake = SimpleNamespace(Picamera2=fake_picamera2.Picamera2)
+    monkeypatch.setitem(sys.modules, "picamera2", fake)
+    assert load_picamera2() is fake
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    with pytest.raises(CameraError, match="python3-picamera2"):
+        load_picamera2()
 
 
 def test_missing_picamera2_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,8 @@ import fake_picamera2
 import pytest
 from conftest import FIXTURES, MODELS
 
-from firmware.check import check_gps
+from firmware import check as check_module
+from firmware.check import check_broker, check_gps
 from firmware.cli import build_parser, cmd_check
 from firmware.config import load_config
 from tests.mqtt_broker import Broker, broker_factory_fixture  # noqa: F401 - fixtures
@@ -180,3 +181,77 @@ def test_gpsd_unreachable(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     ok, line = check_gps(_gpsd_config(tmp_path, port), wait_s=0.5)
     assert not ok and line.startswith(f"FAIL: gps (gpsd 127.0.0.1:{port}): cannot reach gpsd: "), line
+
+
+# ---- the MQTT password outside the service: /run/credentials/sousveil.service/ exists only while it runs ----
+
+CREDENTIAL = "/run/credentials/sousveil.service/mqtt-password"
+
+
+def _credential_config(tmp_path: Path, port: int, password_file: str = CREDENTIAL) -> Any:
+    path = config_file(
+        tmp_path, f"[mqtt]\nhost = '127.0.0.1'\nport = {port}\nusername = 'bike'\npassword_file = '{password_file}'\n"
+    )
+    return load_config(path, state_dir=tmp_path)
+
+
+@pytest.fixture
+def etc_sousveil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Stands for /etc/sousveil, the unit's LoadCredential= source folder."""
+    etc = tmp_path / "etc-sousveil"
+    etc.mkdir()
+    monkeypatch.setattr(check_module, "CREDENTIAL_SOURCE_DIR", etc)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert not Path(CREDENTIAL).exists(), "the service runs here: these tests assume it does not"
+    return etc
+
+
+def test_check_falls_back_to_the_credentials_source(broker_factory: Any, tmp_path: Path, etc_sousveil: Path) -> None:
+    broker: Broker = broker_factory(users={"bike": SECRET})
+    (etc_sousveil / "mqtt-password").write_text(SECRET + "\n", encoding="utf-8")
+    ok, line = check_broker(_credential_config(tmp_path, broker.port))
+    assert ok, line
+    assert line.startswith(f"ok: broker 127.0.0.1:{broker.port}: connected as bike")
+    assert (
+        f"password from {etc_sousveil / 'mqtt-password'} (the credential's source; {CREDENTIAL} is not there)" in line
+    )
+    assert SECRET not in line
+
+
+def test_check_uses_its_own_units_credential_first(
+    broker_factory: Any, tmp_path: Path, etc_sousveil: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd-run -p LoadCredential=mqtt-password:/etc/sousveil/mqtt-password ... sousveil check --device"""
+    broker: Broker = broker_factory(users={"bike": SECRET})
+    creds = tmp_path / "run-u42.service"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text(SECRET, encoding="utf-8")
+    (etc_sousveil / "mqtt-password").write_text("stale-password\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    ok, line = check_broker(_credential_config(tmp_path, broker.port))
+    assert ok and f"password from {creds / 'mqtt-password'} (this unit's credential;" in line, line
+
+
+def test_check_says_which_password_files_it_could_not_read(tmp_path: Path, etc_sousveil: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ok, line = check_broker(_credential_config(tmp_path, port))
+    assert not ok
+    assert line.startswith(f"FAIL: broker 127.0.0.1:{port}: mqtt.password_file: no readable password: ")
+    assert f"password_file: cannot read {CREDENTIAL}: No such file or directory" in line
+    assert "it exists only while that unit runs" in line
+    assert f"the credential's source: cannot read {etc_sousveil / 'mqtt-password'}: No such file or directory" in line
+    assert "run check as root (sudo)" in line and f"LoadCredential=mqtt-password:{etc_sousveil}/mqtt-password" in line
+    # install.sh's placeholder (and the unit's SetCredential= fallback, one newline) read as empty
+    (etc_sousveil / "mqtt-password").write_text("\n", encoding="utf-8")
+    ok, line = check_broker(_credential_config(tmp_path, port))
+    assert not ok and f"{etc_sousveil / 'mqtt-password'} is empty" in line, line
+
+
+def test_a_missing_plain_password_file_is_named(tmp_path: Path, etc_sousveil: Path) -> None:
+    (etc_sousveil / "mqtt.pass").write_text(SECRET, encoding="utf-8")  # no fallback for a non-credential path
+    ok, line = check_broker(_credential_config(tmp_path, 1883, password_file=str(tmp_path / "nope.pass")))
+    assert not ok
+    missing = tmp_path / "nope.pass"
+    assert line == f"FAIL: broker 127.0.0.1:1883: mqtt.password_file: cannot read {missing}: No such file or directory"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -11,7 +13,7 @@ import pytest
 
 pytest.importorskip("gpiozero")
 from gpiozero import LED, Button, Buzzer
-from gpiozero.pins.mock import MockFactory
+from gpiozero.pins.mock import MockFactory, MockPin
 
 from firmware.gpio import DEFAULT_PATTERNS, GpioSettings, LedState, Panel
 
@@ -225,8 +227,80 @@ def test_close_releases_the_pins(factory: MockFactory) -> None:
         device.close()
 
 
+class DebouncedMockPin(MockPin):
+    """A MockPin that debounces as the Pi does. gpiozero's own MockPin stores ``bounce`` and
+    ignores it; on the Pi gpiozero hands ``bounce_time`` to lgpio (``gpio_set_debounce_micros``),
+    which reports a level change only once the new level has been stable that long. This pin
+    does the same; with ``bounce`` None it reports every edge at once, as MockPin does."""
+
+    _timer: threading.Timer | None = None
+    _reported: bool | None = None
+
+    def drive_high(self) -> None:
+        self._drive(True)
+
+    def drive_low(self) -> None:
+        self._drive(False)
+
+    def _drive(self, value: bool) -> None:
+        assert self._function == "input"
+        if not self._change_state(value):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self._bounce:
+            self._report()
+            return
+        self._timer = threading.Timer(self._bounce, self._settled)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _settled(self) -> None:
+        if self._state != self._reported:
+            self._report()
+
+    def _report(self) -> None:
+        self._reported = self._state
+        edge = "rising" if self._state else "falling"
+        if self._edges in ("both", edge) and self._when_changed is not None:
+            self._call_when_changed()
+
+
+def chatter(pin: MockPin, levels: list[bool], dt_s: float = 0.004) -> None:
+    """Contact bounce: the pin flips through ``levels`` a few ms apart (real contacts bounce for 1-10 ms)."""
+    for level in levels:
+        pin.drive_high() if level else pin.drive_low()
+        time.sleep(dt_s)
+
+
+@pytest.mark.parametrize(("debounce_s", "toggles"), [(SETTINGS.debounce_s, 1), (0.0, 3)])
+def test_a_bouncing_press_toggles_pause_once(calls: Calls, debounce_s: float, toggles: int) -> None:
+    factory = MockFactory(pin_class=DebouncedMockPin)
+    settings = dataclasses.replace(SETTINGS, debounce_s=debounce_s)
+
+    def bump(name: str) -> Callable[[], None]:
+        return lambda: setattr(calls, name, getattr(calls, name) + 1)
+
+    panel = Panel(settings, on_pause=bump("pause"), on_resume=bump("resume"), patterns=FAST, pin_factory=factory)
+    try:
+        pin = factory.pin(settings.button_pin)
+        assert pin.bounce == (debounce_s or None)  # gpiozero's bounce_time reached the pin
+        chatter(pin, [False, True, False])  # pressed, with chatter
+        time.sleep(0.15)
+        chatter(pin, [True, False, True])  # released, with chatter
+        assert wait_for(lambda: calls.pause + calls.resume >= toggles)
+        time.sleep(0.2)
+        assert calls.pause + calls.resume == toggles, (calls.pause, calls.resume)
+        assert panel.paused is (toggles % 2 == 1)
+    finally:
+        panel.close()
+
+
 def test_settings_validate() -> None:
     with pytest.raises(ValueError, match="differ"):
         GpioSettings(led_pin=22, button_pin=22)
     with pytest.raises(ValueError, match="long_press_s"):
         GpioSettings(long_press_s=0)
+    with pytest.raises(ValueError, match="debounce_s"):
+        GpioSettings(debounce_s=-0.01)
+    assert GpioSettings().debounce_s == 0.05

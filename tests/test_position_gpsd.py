@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -103,6 +104,7 @@ def test_real_gpsd_fixes_match_log_and_client_reconnects(
         state = client.state()
         assert state.connected and state.mode is FixMode.FIX_3D and state.reconnects == 0
         assert state.last_fix_age_s is not None and state.last_fix_age_s < 10
+        assert state.last_acc_m == pytest.approx(17.1)  # gpsd's eph for the log's HDOP 0.9
 
         _stop(procs[0])  # gpsd goes away
         assert _wait(lambda: not client.state().connected, 5.0)
@@ -116,6 +118,43 @@ def test_real_gpsd_fixes_match_log_and_client_reconnects(
     finally:
         reader.stop()
     assert not client.state().connected
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 100.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def test_state_has_accuracy_satellites_and_the_current_fix() -> None:
+    clock = FakeClock()
+    client = GpsdClient(clock=clock)
+    client._connected = True  # as after a connect; the lines below are what gpsd sends
+    tpv = {"class": "TPV", "mode": 3, "time": "2024-06-01T08:30:01.000Z", "lat": 52.52, "lon": 13.405, "eph": 4.46}
+
+    def send(obj: dict[str, object]) -> None:
+        client._handle(json.dumps(obj).encode())
+
+    state = client.state()
+    assert (state.last_acc_m, state.satellites_used, state.has_fix(2.0)) == (None, None, False)
+    send({"class": "SKY", "uSat": 9, "nSat": 14})
+    send(tpv)
+    state = client.state()
+    assert state.last_acc_m == 4.46 and state.satellites_used == 9 and state.has_fix(2.0)
+    clock.now_s += 2.5  # no TPV for 2.5 s: the fix is stale
+    assert not client.state().has_fix(2.0) and client.state().has_fix(3.0)
+    send({**tpv, "eph": None, "epx": 3.0, "epy": 4.0})
+    assert client.state().last_acc_m == pytest.approx(5.0) and client.state().has_fix(2.0)
+    send({"class": "TPV", "mode": 1})  # fix lost: mode 1; the accuracy stays the last fix's
+    state = client.state()
+    assert state.mode is FixMode.NO_FIX and not state.has_fix(2.0) and state.last_acc_m == pytest.approx(5.0)
+    # older gpsd: no uSat, count the satellites marked used
+    send(
+        {"class": "SKY", "satellites": [{"PRN": 1, "used": True}, {"PRN": 3, "used": False}, {"PRN": 6, "used": True}]}
+    )
+    assert client.state().satellites_used == 2
 
 
 def test_client_without_gpsd_reports_disconnected() -> None:

@@ -71,8 +71,10 @@ def one(service: dict[str, list[str]], key: str) -> str:
         ("Group", "sousveil"),
         ("StateDirectory", "sousveil"),
         ("ConfigurationDirectory", "sousveil"),
-        ("Environment", "SOUSVEIL_STATE_DIR=%S/sousveil"),
+        ("RuntimeDirectory", "sousveil"),
+        ("WorkingDirectory", "%t/sousveil"),
         ("LoadCredential", "mqtt-password:/etc/sousveil/mqtt-password"),
+        ("SetCredential", "mqtt-password:\\n"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "yes"),
@@ -92,6 +94,41 @@ def one(service: dict[str, list[str]], key: str) -> str:
 )
 def test_directive(service: dict[str, list[str]], key: str, value: str) -> None:
     assert one(service, key) == value
+
+
+def environment(service: dict[str, list[str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in service.get("Environment", []):
+        for assignment in line.split():
+            key, _, value = assignment.partition("=")
+            assert key not in env, f"{key} set twice"
+            env[key] = value
+    return env
+
+
+def test_environment(service: dict[str, list[str]]) -> None:
+    assert environment(service) == {"SOUSVEIL_STATE_DIR": "%S/sousveil", "LG_WD": "%t/sousveil"}
+
+
+def test_lgpio_can_make_its_fifos(service: dict[str, list[str]]) -> None:
+    """lgpio makes .lgd-nfy* FIFOs in $LG_WD, else the working directory (default /, read-only under
+    ProtectSystem=strict): both must name a folder systemd creates writable for the service."""
+    assert one(service, "ProtectSystem") == "strict"
+    writable = {f"%t/{one(service, 'RuntimeDirectory')}", f"%S/{one(service, 'StateDirectory')}"}
+    assert one(service, "WorkingDirectory") in writable
+    assert environment(service)["LG_WD"] == one(service, "WorkingDirectory")
+    # %t/... is tmpfs: the FIFOs never touch the SD card and go with the service
+    assert one(service, "WorkingDirectory") == "%t/" + one(service, "RuntimeDirectory")
+
+
+def test_missing_password_file_is_not_fatal(service: dict[str, list[str]]) -> None:
+    """LoadCredential= of a missing file fails the start (243/CREDENTIALS) unless a SetCredential= of
+    the same id stands in for it (systemd.exec(5)); its value must be non-empty (an empty one is
+    "Invalid syntax, ignoring" on systemd 252, so no fallback) and read as no password."""
+    loaded = {v.partition(":")[0] for v in service["LoadCredential"]}
+    fallback = {v.partition(":")[0]: v.partition(":")[2] for v in service["SetCredential"]}
+    assert loaded == set(fallback) == {"mqtt-password"}
+    assert fallback["mqtt-password"] == "\\n"  # one newline: sousveil reads it as an empty password
 
 
 def test_groups_for_camera_gpio_and_serial(service: dict[str, list[str]]) -> None:
@@ -187,3 +224,16 @@ def test_mapper_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         "ExecStart=/opt/sousveil/venv/bin/sousveil",
         exec_start.removeprefix("/opt/sousveil/venv/bin/sousveil"),
     )
+
+
+def test_example_config_points_password_file_at_the_credential(service: dict[str, list[str]]) -> None:
+    """The example's password_file is where systemd puts the unit's LoadCredential= copy
+    (%d = /run/credentials/<unit>/) and the source it names is what install.sh creates."""
+    cred_id, _, source = one(service, "LoadCredential").partition(":")
+    example = (ROOT / "deploy" / "sousveil.example.toml").read_text(encoding="utf-8")
+    lines = [line for line in example.splitlines() if line.startswith("# password_file = ")]
+    assert len(lines) == 1, lines
+    path = lines[0].split('"')[1]
+    assert path == f"/run/credentials/{UNIT.name}/{cred_id}"
+    install = (ROOT / "deploy" / "install.sh").read_text(encoding="utf-8")
+    assert source == "/etc/sousveil/mqtt-password" and 'ETC_DIR/mqtt-password"' in install

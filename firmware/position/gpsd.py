@@ -74,7 +74,9 @@ def parse_tpv(obj: dict[str, Any]) -> Fix | None:
 
 @dataclass(frozen=True, slots=True)
 class GpsdState:
-    """For the status topic. ``last_fix_age_s`` is by the injected monotonic clock; None before any fix."""
+    """For the status topic and the LED. ``last_fix_age_s`` is by the injected monotonic clock;
+    None before any fix. ``last_acc_m`` is the last fix's horizontal accuracy (TPV ``eph``, else
+    from ``epx``/``epy``; None when gpsd gave neither). ``satellites_used`` is from the last SKY."""
 
     connected: bool
     mode: FixMode
@@ -82,6 +84,16 @@ class GpsdState:
     satellites_used: int | None
     reconnects: int
     last_error: str | None
+    last_acc_m: float | None = None
+
+    def has_fix(self, max_age_s: float) -> bool:
+        """Connected, the current mode is a 2D/3D fix, and the last fix is at most ``max_age_s`` old."""
+        return (
+            self.connected
+            and self.mode >= FixMode.FIX_2D
+            and self.last_fix_age_s is not None
+            and self.last_fix_age_s <= max_age_s
+        )
 
 
 class GpsdClient:
@@ -110,6 +122,7 @@ class GpsdClient:
         self._mode = FixMode.UNKNOWN
         self._last_fix_at: float | None = None
         self._sats: int | None = None
+        self._acc: float | None = None
         self._connects = 0
         self._error: str | None = None
 
@@ -119,7 +132,9 @@ class GpsdClient:
     def state(self) -> GpsdState:
         with self._lock:
             age = None if self._last_fix_at is None else self._clock() - self._last_fix_at
-            return GpsdState(self._connected, self._mode, age, self._sats, max(0, self._connects - 1), self._error)
+            return GpsdState(
+                self._connected, self._mode, age, self._sats, max(0, self._connects - 1), self._error, self._acc
+            )
 
     def fixes(self) -> Iterator[Fix]:
         delay = self.backoff_s
@@ -188,6 +203,7 @@ class GpsdClient:
             self._mode = tpv_mode(obj)
             if fix is not None:
                 self._last_fix_at = self._clock()
+                self._acc = fix.acc_m
         return fix
 
 
