@@ -18,7 +18,9 @@ from broker.accounts import DEFAULT_PREFIX, Account, AccountError, BrokerAccount
 
 DEFAULT_DIR = Path("/etc/mosquitto/sousveil")
 DEFAULT_PORT = 8883
-DEVICE_PASSWORD_FILE = "/etc/sousveil/mqtt.pass"
+DEVICE_PASSWORD_FILE = "/run/credentials/sousveil.service/mqtt-password"
+"""What the device's config names: the systemd credential the unit loads from CREDENTIAL_SOURCE."""
+CREDENTIAL_SOURCE = "/etc/sousveil/mqtt-password"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -77,7 +79,8 @@ def device_snippet(enrolment: Enrolment, host: str, port: int, ca_file: str | No
     a = enrolment.account
     lines = [
         f"# sousveil broker add-device {a.name} ({a.created_utc}): paste into /etc/sousveil/sousveil.toml",
-        f"# and copy {enrolment.password_file} to {DEVICE_PASSWORD_FILE} on the device (mode 0600).",
+        f"# and copy {enrolment.password_file} to {CREDENTIAL_SOURCE} on the device (root, mode 0600);",
+        "# the service reads it as a systemd credential (docs/service.md).",
         "[device]",
         f'id = "{a.username}"',
         "rotate_days = 0",

@@ -318,12 +318,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         report("output", _writable(config.output.file), str(config.output.file))
     else:
         report("outbox", _writable(config.outbox.path), str(config.outbox.path))
+        from firmware.check import resolve_password_file
+
         try:
-            has_password = config.mqtt.read_password() is not None
+            settings, note = resolve_password_file(config.mqtt)  # the service's credential, or its source
+            has_password = settings.read_password() is not None
+            where = f"; {note}" if note and note != f"password from {config.mqtt.password_file}" else ""
             report(
                 "mqtt",
                 None,
-                f"{config.mqtt.host}:{config.mqtt.port}, password {'readable' if has_password else 'none'}",
+                f"{config.mqtt.host}:{config.mqtt.port}, password {'readable' if has_password else 'none'}{where}",
             )
         except MqttConfigError as err:
             report("mqtt", str(err), "")

@@ -6,7 +6,7 @@ while connected (a bounded window in flight), and a row leaves the outbox only w
 broker's PUBACK carries a success reason code. See docs/mqtt.md::
 
     settings = MqttSettings(host="map.example.org", port=8883, client_id="bike-3f9a",
-                            username="bike-3f9a", password_file=Path("/etc/sousveil/mqtt.pass"),
+                            username="bike-3f9a", password_file=Path("/etc/sousveil/mqtt-password"),
                             ca_file=Path("/etc/ssl/certs/ca-certificates.crt"))
     with Outbox(Path("/var/lib/sousveil/outbox.db")) as box:
         pub = MqttPublisher(settings, box, device_id="3f9a1c0e5b7d2468")

@@ -131,7 +131,7 @@ def test_enrolled_device_publishes_over_tls_into_a_shared_subscription(map_broke
     reader_pw = mb.add_reader("mapper")
     started(mb)
     snippet = device_snippet(enrolment, "localhost", mb.port, str(mb.ca_file))
-    snippet = snippet.replace("/etc/sousveil/mqtt.pass", str(enrolment.password_file))
+    snippet = snippet.replace("/run/credentials/sousveil.service/mqtt-password", str(enrolment.password_file))
     config = parse_config(tomllib.loads(snippet), "sousveil.toml", state_dir=tmp_path)
     device = config.device.id
     assert config.mqtt is not None and device is not None and device == enrolment.account.username

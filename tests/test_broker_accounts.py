@@ -137,7 +137,7 @@ def test_cli_add_device_prints_a_config_the_device_accepts(tmp_path: Path, capsy
     config = parse_config(tomllib.loads(printed.out), "sousveil.toml", state_dir=tmp_path)
     assert config.mqtt is not None and config.device.id is not None
     assert config.mqtt.username == config.device.id and config.mqtt.port == 8883 and config.mqtt.uses_tls
-    assert config.mqtt.password_file == Path("/etc/sousveil/mqtt.pass")
+    assert config.mqtt.password_file == Path("/run/credentials/sousveil.service/mqtt-password")
     assert config.mqtt.ca_file == Path("/etc/sousveil/ca.crt")
     password = (out / "alice.pass").read_text().strip()
     assert password not in printed.out + printed.err

@@ -309,3 +309,28 @@ def test_check_as_a_subprocess(tmp_path: Path) -> None:
     bad = run(write(tmp_path, "[privacy]\ncoarse_time_min = 7\n", "bad.toml"))
     assert bad.returncode == 2
     assert "bad.toml: privacy.coarse_time_min: must be one of" in bad.stdout
+
+
+def test_check_finds_the_service_credential_at_its_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off the service the credential path does not exist; the plain check reads its source."""
+    from firmware import check
+
+    source = tmp_path / "etc-sousveil"
+    source.mkdir()
+    (source / "mqtt-password").write_text("s3cret\n")
+    monkeypatch.setattr(check, "CREDENTIAL_SOURCE_DIR", source)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    path = good_config(tmp_path, mqtt=True)
+    credential = "/run/credentials/sousveil.service/mqtt-password"
+    path.write_text(path.read_text().replace("password_file = 'mqtt.pass'", f"password_file = '{credential}'"))
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"mqtt ok (localhost:1883, password readable; password from {source / 'mqtt-password'}" in out
+    assert "s3cret" not in out
+    (source / "mqtt-password").unlink()
+    assert main(["check", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert f"mqtt: mqtt.password_file: no readable password: password_file: cannot read {credential}" in out
+    assert f"the credential's source: cannot read {source / 'mqtt-password'}" in out
