@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import FIXTURES
@@ -101,6 +102,16 @@ def test_real_gpsd_fixes_match_log_and_client_reconnects(
             assert pos.fix_dt_s == 0.0  # a fix at exactly the log's time (TPV time, not arrival time)
             assert pos.lat_deg == pytest.approx(want.lat_deg, abs=1e-7)
             assert pos.lon_deg == pytest.approx(want.lon_deg, abs=1e-7)
+        # frames fall between fixes: 10 fps against 1 Hz fixes, positions interpolated at frame times
+        for a, b in itertools.pairwise(expected):
+            gap = (b.t_utc - a.t_utc).total_seconds()
+            for frac in (0.1, 0.5, 0.8):
+                pos = track.at(a.t_utc + timedelta(seconds=frac * gap))
+                assert isinstance(pos, FramePosition), pos
+                assert pos.fix_dt_s == pytest.approx(min(frac, 1 - frac) * gap, abs=1e-3)
+                assert pos.lat_deg == pytest.approx(a.lat_deg + frac * (b.lat_deg - a.lat_deg), abs=1e-7)
+                assert pos.lon_deg == pytest.approx(a.lon_deg + frac * (b.lon_deg - a.lon_deg), abs=1e-7)
+                assert pos.heading_deg is not None and pos.speed_mps is not None  # the bike was moving
         state = client.state()
         assert state.connected and state.mode is FixMode.FIX_3D and state.reconnects == 0
         assert state.last_fix_age_s is not None and state.last_fix_age_s < 10
