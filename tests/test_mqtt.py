@@ -26,9 +26,10 @@ ALL = "sousveil/v1/sightings/#"
 T0 = datetime(2025, 6, 1, 8, 30, tzinfo=UTC)
 
 
-def sighting(i: int = 0) -> Sighting:
+def sighting(i: int = 0, lon_step: float = 0.0) -> Sighting:
+    """A valid sighting, one per second from T0, going north; ``lon_step`` spreads them east too."""
     t = T0 + timedelta(seconds=i)
-    lat, lon = 52.52 + i * 1e-3, 13.405
+    lat, lon = 52.52 + i * 1e-3, 13.405 + (i % 7) * lon_step
     return Sighting(
         id=new_id(),
         device=DEVICE,

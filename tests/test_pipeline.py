@@ -72,11 +72,12 @@ def draw(index: int) -> Pixels:
     return img
 
 
-def write_gpx(path: Path, seconds: int) -> Path:
+def write_gpx(path: Path, seconds: int, start: datetime = T0) -> Path:
+    """The bike's 1 Hz track from ``start`` for ``seconds``."""
     points = []
     for k in range(seconds + 1):
         lat, lon = bike_at(float(k))
-        t = (T0 + timedelta(seconds=k)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        t = (start + timedelta(seconds=k)).strftime("%Y-%m-%dT%H:%M:%SZ")
         points.append(f'<trkpt lat="{lat:.8f}" lon="{lon:.8f}"><time>{t}</time><hdop>0.6</hdop></trkpt>')
     path.write_text(
         '<?xml version="1.0"?><gpx version="1.1" creator="test" xmlns="http://www.topografix.com/GPX/1/1">'

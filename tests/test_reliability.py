@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,10 @@ from paho.mqtt.properties import Properties
 
 from firmware.mqtt import MqttPublisher, MqttSettings
 from firmware.outbox import Outbox, OutboxStats
-from firmware.sighting import Estimate, ModelRef, Position, Ray, Sighting, new_id, suggested_tags, to_json
+from firmware.sighting import Sighting, to_json
 from firmware.sinks import MqttSink
 from tests.mqtt_broker import Broker, broker_factory_fixture  # noqa: F401 - fixture
+from tests.test_mqtt import sighting as mqtt_sighting
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = "3f9a1c0e5b7d2468"
@@ -46,22 +47,7 @@ N = 300  # enough that a kill after the first tenth lands mid-stream
 
 
 def sighting(i: int) -> Sighting:
-    t = T0 + timedelta(seconds=i)
-    lat, lon = 52.52 + i * 1e-3, 13.405 + (i % 7) * 1e-3  # spread over several region topics
-    return Sighting(
-        id=new_id(),
-        device=DEVICE,
-        first_seen_utc=t,
-        last_seen_utc=t,
-        label="dome",
-        score=0.8,
-        frames=3,
-        observer=Position(lat, lon, 4.0),
-        rays=(Ray(t, lat, lon, 4.0, 45.0, 5.0),),
-        estimate=Estimate(lat + 1e-4, lon + 1e-4, 6.0) if i % 2 == 0 else None,
-        tags=suggested_tags("dome"),
-        model=ModelRef("sousveil-cams", "0.1.0", "ab" * 32),
-    )
+    return mqtt_sighting(i, lon_step=1e-3)  # spread over several region topics
 
 
 def persistent_broker(broker_factory: Any) -> Broker:

@@ -100,18 +100,7 @@ def wait_for(cond: Callable[[], bool], timeout_s: float = 10.0) -> bool:
 def write_gpx_now(path: Path, seconds: int) -> Path:
     """A 1 Hz track from 10 s ago to ``seconds`` from now: the live camera's frames (stamped with the
     wall clock) have a current fix all along."""
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10)
-    points = []
-    for k in range(seconds + 11):
-        lat, lon = bike_at(float(k))
-        t = (start + timedelta(seconds=k)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        points.append(f'<trkpt lat="{lat:.8f}" lon="{lon:.8f}"><time>{t}</time><hdop>0.6</hdop></trkpt>')
-    path.write_text(
-        '<?xml version="1.0"?><gpx version="1.1" creator="test" xmlns="http://www.topografix.com/GPX/1/1">'
-        f"<trk><trkseg>{''.join(points)}</trkseg></trk></gpx>",
-        encoding="utf-8",
-    )
-    return path
+    return write_gpx(path, seconds + 10, start=datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10))
 
 
 def pi_config(tmp_path: Path, gpio: bool, gps: str | None = None) -> Path:
