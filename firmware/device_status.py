@@ -76,6 +76,8 @@ def device_status(
     frames: int = 0,
     skipped: int = 0,
     published: int = 0,
+    outbox_overflowed: int = 0,
+    outbox_dropped: int = 0,
     thermal_path: Path = THERMAL_PATH,
     throttled_path: Path = THROTTLED_PATH,
 ) -> dict[str, Any]:
@@ -84,6 +86,8 @@ def device_status(
     ``gps_acc_m`` is the last fix's horizontal accuracy (gpsd's ``eph``; it stays with the last
     fix when the fix is lost, so read it with ``gps_mode`` and ``gps_fix_age_s``);
     ``gps_sats_used`` the satellites used in the solution (gpsd's SKY), None until gpsd sends one.
+    ``outbox_overflowed``: sightings this run that the full outbox refused (kept in its overflow
+    file); ``outbox_dropped``: sightings this run's full outbox dropped (``when_full = "drop_oldest"``).
     """
     throttle = throttled(throttled_path)
     return {
@@ -99,6 +103,8 @@ def device_status(
         "gps_acc_m": None if gps is None or gps.last_acc_m is None else round(gps.last_acc_m, 1),
         "gps_sats_used": None if gps is None else gps.satellites_used,
         "outbox_depth": outbox_depth,
+        "outbox_overflowed": outbox_overflowed,
+        "outbox_dropped": outbox_dropped,
         "cpu_temp_c": cpu_temp_c(thermal_path),
         "throttled": throttle,
         "throttled_flags": None if throttle is None else throttled_flags(throttle),
@@ -122,6 +128,10 @@ def status_line(status: dict[str, Any]) -> str:
         parts.append(gps)
     if status.get("outbox_depth"):
         parts.append(f"{status['outbox_depth']} queued")
+    if status.get("outbox_overflowed"):
+        parts.append(f"outbox full: {status['outbox_overflowed']} in its overflow file")
+    if status.get("outbox_dropped"):
+        parts.append(f"outbox full: {status['outbox_dropped']} dropped")
     if status.get("cpu_temp_c") is not None:
         parts.append(f"{status['cpu_temp_c']:.0f}°C")
     return ", ".join(parts)

@@ -54,7 +54,7 @@ from firmware.replay_cli import (
     resolve_device_id,
 )
 from firmware.sdnotify import Notifier
-from firmware.sinks import MqttSink
+from firmware.sinks import MqttSink, RecordingSink
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,7 @@ class StatusReporter:
         self._last_at, self._last_frames = now, stats.frames
         timings = getattr(pipeline.detector, "last_timings", None)
         inference_ms = None if timings is None or stats.frames == 0 else float(timings.total_s) * 1000.0
+        sink = self.choice.sink.inner if isinstance(self.choice.sink, RecordingSink) else self.choice.sink
         status = ds.device_status(
             fps=fps,
             inference_ms=inference_ms,
@@ -220,13 +221,15 @@ class StatusReporter:
             frames=stats.frames,
             skipped=stats.skipped,
             published=pipeline.published,
+            outbox_overflowed=sink.overflowed if isinstance(sink, MqttSink) else 0,
+            outbox_dropped=self.choice.dropped(),
             thermal_path=self.thermal_path,
             throttled_path=self.throttled_path,
         )
         self.last = status
         self.notifier.status(ds.status_line(status))
-        if isinstance(self.choice.sink, MqttSink):
-            self.choice.sink.publisher.publish_status(status)
+        if isinstance(sink, MqttSink):
+            sink.publisher.publish_status(status)
 
 
 def open_panel(config: Config, flag: StopFlag, pin_factory: Any) -> Panel | None:

@@ -276,6 +276,13 @@ def test_device_status_reads_sysfs_files(tmp_path: Path) -> None:
     assert status["gps_fix_age_s"] == 0.4 and status["outbox_depth"] == 3 and status["paused"] is False
     assert status["gps_acc_m"] == 4.5 and status["gps_sats_used"] == 9
     assert "9.9 fps" in ds.status_line(status) and "gps mode 3 ±4 m 9 sats" in ds.status_line(status)
+    assert status["outbox_overflowed"] == 0 and "outbox full" not in ds.status_line(status)
+    full = ds.device_status(
+        fps=9.0, inference_ms=60.0, gps=gps, outbox_depth=100, paused=False, outbox_overflowed=2, outbox_dropped=5
+    )
+    assert (full["outbox_overflowed"], full["outbox_dropped"]) == (2, 5)
+    line = ds.status_line(full)
+    assert "outbox full: 2 in its overflow file" in line and "outbox full: 5 dropped" in line
     json.dumps(status)  # JSON-ready
     no_sky = ds.device_status(
         fps=None,
