@@ -252,11 +252,15 @@ def parse_sidecar(data: dict[str, Any], sidecar_path: Path, model_path: Path) ->
     for n, entry in enumerate(labels_raw):
         t = _Table(entry, f"labels[{n}]", sidecar_path)
         lname = t.text("name")
-        osm = t.raw("osm", {})
+        osm = t.raw("osm", None)
+        if osm is None:
+            raise t._fail("osm", "missing: the OpenStreetMap tags this label implies (at least surveillance:type)")
         if not isinstance(osm, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and k and v for k, v in osm.items()
         ):
             raise t._fail("osm", "expected a table of OpenStreetMap key = value strings")
+        if "surveillance:type" not in osm:
+            raise t._fail("osm", "needs surveillance:type (camera, ALPR, guard, ...): what a mapper tags")
         t.done()
         if lname in (label.name for label in labels):
             raise t._fail("name", f"duplicate label {lname!r}")

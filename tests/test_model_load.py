@@ -98,7 +98,8 @@ def test_sidecar_quantisation_must_match_the_model(toy_model: Path) -> None:
 
 def test_sidecar_labels_must_match_the_heatmap_channels(toy_model: Path) -> None:
     text = toy_model.with_suffix(".toml").read_text()
-    toy_model.with_suffix(".toml").write_text(text + '\n[[labels]]\nname = "ptz"\n')
+    ptz = 'osm = { man_made = "surveillance", "surveillance:type" = "camera", "camera:type" = "panning" }'
+    toy_model.with_suffix(".toml").write_text(text + f'\n[[labels]]\nname = "ptz"\n{ptz}\n')
     with pytest.raises(ModelMismatchError, match=r"heatmap output has shape \[1, 48, 48, 2\], expected \[1, H, W, 3\]"):
         Model.load(toy_model)
 

@@ -29,7 +29,7 @@ GOOD: dict[str, Any] = {
     },
     "output": {"family": "centernet", "tensors": {"heatmap": 0, "box": 1}, "score_threshold": 0.4},
     "labels": [
-        {"name": "dome", "osm": {"man_made": "surveillance", "camera:type": "dome"}},
+        {"name": "dome", "osm": {"man_made": "surveillance", "surveillance:type": "camera", "camera:type": "dome"}},
         {"name": "alpr", "osm": {"man_made": "surveillance", "surveillance:type": "ALPR"}},
     ],
 }
@@ -63,6 +63,9 @@ def test_a_good_sidecar_gives_sizes_quantisation_labels_and_osm_tags() -> None:
     assert spec.osm_tags("alpr") == {"man_made": "surveillance", "surveillance:type": "ALPR"}
 
 
+CAM = {"man_made": "surveillance", "surveillance:type": "camera"}
+
+
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
@@ -80,7 +83,9 @@ def test_a_good_sidecar_gives_sizes_quantisation_labels_and_osm_tags() -> None:
         ("output.score_threshold", 1.5, "output.score_threshold: must be within [0.0, 1.0]"),
         ("output.coords", "pixels", "unknown key(s) for family 'centernet': coords"),
         ("labels", [], "labels: expected at least one"),
-        ("labels", [{"name": "dome"}, {"name": "dome"}], "duplicate label 'dome'"),
+        ("labels", [{"name": "dome", "osm": CAM}, {"name": "dome", "osm": CAM}], "duplicate label 'dome'"),
+        ("labels", [{"name": "dome"}], "labels[0].osm: missing: the OpenStreetMap tags this label implies"),
+        ("labels", [{"name": "dome", "osm": {"camera:type": "dome"}}], "labels[0].osm: needs surveillance:type"),
         ("labels", [{"name": "dome", "osm": {"camera:type": 3}}], "labels[0].osm: expected a table"),
     ],
 )
