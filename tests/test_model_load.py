@@ -163,6 +163,29 @@ def test_the_runtime_is_imported_once_per_process() -> None:
     assert runtime.interpreter_class.cache_info().hits >= 1
 
 
+def test_one_interpreter_serves_every_tile_of_every_frame(toy_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model is built once; tiles and frames reuse it (a new interpreter per frame, as some
+    camera examples do, costs more than the inference)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from detector import DetectorConfig, TilingConfig, load_detector
+
+    built: list[object] = []
+
+    class Counting(Interpreter):  # type: ignore[misc]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, "interpreter_class", lambda: (Counting, "ai_edge_litert"))
+    detector = load_detector(DetectorConfig(model=toy_model, tiling=TilingConfig.full_frame(), num_threads=1))
+    frame = np.zeros((720, 1280, 3), dtype=np.uint8)
+    for _ in range(3):
+        detector.detect(frame)
+    assert len(detector.plan_for(1280, 720).tiles) > 1
+    assert len(built) == 1
+
+
 def test_all_errors_share_one_base_class() -> None:
     for cls in (ModelFileError, ModelMismatchError, RuntimeMissingError, SidecarError):
         assert issubclass(cls, DetectorError)
