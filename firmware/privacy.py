@@ -218,7 +218,6 @@ class PrivacyFilter:
         self.delayed = 0
         self.store = hold
         self._held: list[Delayed] = [] if hold is None else hold.load()
-        self.carried_over = len(self._held)
 
     def submit(self, s: Sighting) -> Sighting | None:
         """The sighting to publish now, or None (dropped, or held for later)."""
@@ -235,11 +234,20 @@ class PrivacyFilter:
         return result
 
     def due(self) -> list[Sighting]:
-        """The held sightings whose release time has come, oldest release first; they leave the hold."""
+        """The held sightings whose release time has come, oldest release first; they leave the
+        hold. One that now lies in a 'drop' zone (the zones changed since it was held) is
+        dropped, not published."""
         now = self._clock()
         ready = sorted((d for d in self._held if d.release_utc <= now), key=lambda d: d.release_utc)
         self._held = [d for d in self._held if d.release_utc > now]
-        return [d.sighting for d in ready]
+        out = []
+        for d in ready:
+            if any(z.action == "drop" for z in zones_hit(d.sighting, self.settings.zones)):
+                self.dropped += 1
+                self.delivered(d.sighting)  # gone from the hold file too
+                continue
+            out.append(d.sighting)
+        return out
 
     def delivered(self, s: Sighting) -> None:
         """The sink has taken ``s`` (from ``due()``): forget it on disk too."""
@@ -249,10 +257,6 @@ class PrivacyFilter:
     @property
     def held(self) -> int:
         return len(self._held)
-
-    @property
-    def durable(self) -> bool:
-        return self.store is not None
 
     def close(self) -> None:
         if self.store is not None:

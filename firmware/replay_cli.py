@@ -78,7 +78,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--geojson",
         type=Path,
         metavar="FILE",
-        help="also write this run's sightings as GeoJSON points (default: beside the file sink's JSON lines)",
+        help="write a GeoJSON map file here: this run's sightings (with MQTT), or every sighting in the"
+        " --out/[output] file (default with the file sink: beside it, .geojson)",
     )
     p.add_argument("--hfov", type=float, default=None, help="camera horizontal field of view, degrees (default 66)")
     p.add_argument("--yaw", type=float, default=None, help="camera yaw clockwise from the bike's heading (default 0)")
@@ -151,16 +152,17 @@ def _mqtt_sink(settings: MqttSettings, config: Config, device: str) -> SinkChoic
     ob = config.outbox
     ob.path.parent.mkdir(parents=True, exist_ok=True)
     outbox = Outbox(ob.path, max_rows=ob.max_rows, max_bytes=ob.max_bytes, when_full=ob.when_full)
+    publisher: MqttPublisher | None = None
     try:
         dropped_before = outbox.stats().dropped_total
         publisher = MqttPublisher(settings, outbox, device)
         publisher.start()
         sink = MqttSink(publisher, overflow_path(ob.path))
     except BaseException:
+        if publisher is not None:
+            publisher.close()
         outbox.close()
         raise
-    if sink.requeued:
-        log.warning("moved %d sightings from %s back into the outbox", sink.requeued, sink.overflow)
     return SinkChoice(sink, outbox, dropped_before=dropped_before)
 
 
@@ -227,13 +229,16 @@ def camera_model(config: Config, width: int, hfov: float | None = None, yaw: flo
     )
 
 
-def make_privacy(config: Config) -> PrivacyFilter:
-    """The privacy filter of ``[privacy]``; its hold is the hold file when a zone delays or an
-    earlier run left sightings there, else (nothing to hold) in memory."""
+def make_privacy(config: Config, sink: Sink) -> PrivacyFilter:
+    """The privacy filter of ``[privacy]``. Publishing to the broker, its hold is the hold file
+    (when a zone delays, or an earlier run left sightings there), so what a ride held is
+    published by a later run once due; with a local file sink it holds in memory, so nothing a
+    replay into a file held is ever published to a broker by a later run."""
     settings = config.privacy
     path = settings.hold_file
+    publishes = isinstance(sink.inner if isinstance(sink, RecordingSink) else sink, MqttSink)
     delays = any(z.action == "delay" for z in settings.zones)
-    if path is None or not (delays or path.exists()):
+    if path is None or not publishes or not (delays or path.exists()):
         return PrivacyFilter(settings)
     return PrivacyFilter(settings, hold=HoldStore(path))
 
@@ -248,7 +253,7 @@ def make_pipeline(
         Tracker(config.tracker),
         sink,
         device,
-        privacy=make_privacy(config),
+        privacy=make_privacy(config, sink),
     )
 
 
@@ -305,6 +310,8 @@ def finish(pipeline: Pipeline, choice: SinkChoice, out: TextIO | None = None) ->
         write_map_file(choice, out)
     except OSError as err:
         print(f"the map file {choice.geojson} could not be written: {err}", file=out)
+    if privacy is not None:
+        privacy.close()
     return summary
 
 
@@ -349,6 +356,14 @@ def load_fixes(path: Path, date_utc: date | None = None) -> list[Fix]:
     if not fixes:
         raise ReplayError(f"{path}: no position fixes in the track")
     return sorted(fixes, key=lambda f: f.t_s)
+
+
+def track_of(fixes: list[Fix], max_gap_s: float) -> PositionTrack:
+    """A position track holding all of ``fixes`` (a recorded ride)."""
+    track = PositionTrack(max_gap_s=max_gap_s, max_fixes=max(2, len(fixes)))
+    for fix in fixes:
+        track.add(fix)
+    return track
 
 
 def parse_date(text: str) -> date:
@@ -442,9 +457,7 @@ def _run(args: argparse.Namespace) -> int:
     if track_path is None:
         raise ReplayError("no track: give --track RIDE.gpx|.nmea (or [gps] path in the config)")
     fixes = load_fixes(track_path, parse_date(args.date) if args.date else None)
-    positions = PositionTrack(max_gap_s=config.gps.max_gap_s, max_fixes=max(2, len(fixes)))
-    for fix in fixes:
-        positions.add(fix)
+    positions = track_of(fixes, config.gps.max_gap_s)
     start = parse_start(args.start_utc) if args.start_utc else fixes[0].t_utc
     detector = load_detector(det_config)
     with VideoSource(args.video, start, every_n=args.every_n) as source:

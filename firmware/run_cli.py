@@ -52,9 +52,10 @@ from firmware.replay_cli import (
     open_sink,
     read_config,
     resolve_device_id,
+    track_of,
 )
 from firmware.sdnotify import Notifier
-from firmware.sinks import MqttSink, RecordingSink
+from firmware.sinks import MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,7 @@ def open_positions(config: Config) -> tuple[PositionTrack, GpsdReader | None, da
     if gps.path is None:
         raise ReplayError(f"gps.path: required with source = {gps.source!r} (the GPX or NMEA file)")
     fixes = load_fixes(gps.path)
-    track = PositionTrack(max_gap_s=gps.max_gap_s, max_fixes=max(2, len(fixes)))
-    for fix in fixes:
-        track.add(fix)
-    return track, None, fixes[0].t_utc
+    return track_of(fixes, gps.max_gap_s), None, fixes[0].t_utc
 
 
 def picamera2_settings(config: Config) -> PiCameraSettings:
@@ -211,7 +209,7 @@ class StatusReporter:
         self._last_at, self._last_frames = now, stats.frames
         timings = getattr(pipeline.detector, "last_timings", None)
         inference_ms = None if timings is None or stats.frames == 0 else float(timings.total_s) * 1000.0
-        sink = self.choice.sink.inner if isinstance(self.choice.sink, RecordingSink) else self.choice.sink
+        sink = self.choice.sink
         status = ds.device_status(
             fps=fps,
             inference_ms=inference_ms,

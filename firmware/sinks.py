@@ -60,13 +60,20 @@ def rewrite_lines(path: Path, lines: list[bytes]) -> None:
         path.unlink(missing_ok=True)
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    data = b"".join(line + b"\n" for line in lines)
     try:
-        os.write(fd, b"".join(line + b"\n" for line in lines))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            written = os.write(fd, data)
+            if written != len(data):  # a full disk: keep the old file whole
+                raise OSError(f"{tmp}: wrote {written} of {len(data)} bytes (disk full?)")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class FileSink:
@@ -112,7 +119,8 @@ class MqttSink:
     A sighting the outbox refuses (full, with ``when_full = "refuse"``, or its disk full) is
     not lost and does not stop the ride: it goes to the ``overflow`` file (JSON lines, fsynced)
     and is counted in ``overflowed``; the next sink opened on the same outbox moves the
-    overflow back into the outbox as far as it has room (``requeued``). When even the
+    overflow back into the outbox while it has rows to spare (``requeued``; never so far that
+    a ``drop_oldest`` outbox would drop a queued sighting for it). When even the
     overflow file cannot be written (the disk is full), the sighting stays in memory and each
     later submit and flush tries again; ``unsaved`` is what is still only in memory.
     """
@@ -181,6 +189,8 @@ class MqttSink:
             except ValueError as err:
                 log.error("%s line %d: not a sighting (%s); left in the file", self.overflow, i + 1, err)
                 continue
+            if not self._has_room():
+                break
             try:
                 self.publisher.submit(sighting)
             except OutboxFull:
@@ -189,9 +199,17 @@ class MqttSink:
             moved += 1
         if moved:
             rest = [line for line in lines if line.strip()]
-            rewrite_lines(self.overflow, rest)
+            try:
+                rewrite_lines(self.overflow, rest)
+            except OSError as err:  # the moved ones stay in the file too: sent twice, same ids
+                log.error("cannot rewrite %s: %s; its sightings may be sent twice (same ids)", self.overflow, err)
             log.info("moved %d sightings from %s back into the outbox", moved, self.overflow)
         return moved
+
+    def _has_room(self) -> bool:
+        """Room for one more row without the outbox refusing or (``drop_oldest``) dropping one."""
+        outbox = self.publisher.outbox
+        return bool(outbox.stats().depth < outbox.max_rows)
 
     def flush(self, timeout: float) -> bool:
         self._retry_unsaved()

@@ -65,6 +65,7 @@ def child(
         open_sink,
         read_config,
         resolve_device_id,
+        track_of,
     )
 
     config, state = read_config(config_path)
@@ -85,14 +86,6 @@ def child(
                 detector.detect(frame.pixels, bgr=frame.bgr)
                 frames += 1
         return {"frames": frames, "seconds": time.perf_counter() - t0}
-    from firmware.position import PositionTrack
-
-    def new_positions() -> PositionTrack:
-        track = PositionTrack(max_gap_s=config.gps.max_gap_s, max_fixes=max(2, len(fixes)))
-        for fix in fixes:
-            track.add(fix)
-        return track
-
     device = resolve_device_id(config)
     detect_s = [0.0]
     plain_detect = detector.detect
@@ -112,7 +105,12 @@ def child(
         detector.detect = timed_detect  # type: ignore[method-assign]
         try:
             pipeline = make_pipeline(
-                config, detector, camera_model(config, width), new_positions(), choice.sink, device
+                config,
+                detector,
+                camera_model(config, width),
+                track_of(fixes, config.gps.max_gap_s),
+                choice.sink,
+                device,
             )
             t0 = time.perf_counter()
             for frame in frames_in:

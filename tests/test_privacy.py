@@ -180,7 +180,7 @@ def test_the_hold_is_durable_across_runs(tmp_path: Path) -> None:
 
     clock.t = NOW + timedelta(minutes=30)
     early = PrivacyFilter(settings, clock, hold=HoldStore(path))
-    assert early.carried_over == 1 and early.due() == []
+    assert early.held == 1 and early.due() == []
     early.close()
 
     clock.t = NOW + timedelta(hours=1, minutes=5)
@@ -242,3 +242,19 @@ def test_nothing_beyond_the_sighting_is_published() -> None:
     assert len(out.rays) == len(s.rays)
     assert {(r.lat_deg, r.lon_deg) for r in out.rays} == {(r.lat_deg, r.lon_deg) for r in s.rays}
     assert out.observer == s.observer
+
+
+def test_a_held_sighting_now_in_a_drop_zone_is_dropped(tmp_path: Path) -> None:
+    """The rider turned a delay zone into a drop zone while sightings were held: they are never published."""
+    path = tmp_path / "hold.db"
+    clock = Clock(NOW)
+    delay = PrivacySettings(zones=(zone(52.52, 13.405, 200.0, "delay", 1.0),))
+    first = PrivacyFilter(delay, clock, hold=HoldStore(path))
+    assert first.submit(make()) is None
+    first.close()
+    clock.t = NOW + timedelta(hours=2)
+    drop = PrivacySettings(zones=(zone(52.52, 13.405, 200.0, "drop"),))
+    later = PrivacyFilter(drop, clock, hold=HoldStore(path))
+    assert later.due() == [] and later.dropped == 1
+    later.close()
+    assert HoldStore(path).load() == []

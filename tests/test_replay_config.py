@@ -162,21 +162,30 @@ def test_a_full_outbox_does_not_stop_the_ride_and_loses_nothing(
 
 
 def test_a_delay_zone_keeps_its_sightings_on_disk(
-    ride: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ride: tuple[Path, Path], tmp_path: Path, broker: Broker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = write_config(
-        tmp_path / "delay.toml",
+    """Publishing to a broker, a sighting held in a delay zone waits in the hold file for a
+    later run; replayed into a local file, nothing is kept for a later run to publish."""
+    zone = (
         f"[[privacy.zones]]\nlat_deg = {CAM_LAT}\nlon_deg = {CAM_LON}\nradius_m = 100.0\naction = 'delay'\n"
-        "delay_h = 2.0\n",
+        "delay_h = 2.0\n"
     )
-    assert replay(ride, "--config", str(config)) == 0
-    printed = capsys.readouterr().out
     hold = tmp_path / "state" / "privacy-hold.db"
+    to_file = write_config(tmp_path / "file.toml", zone)
+    assert replay(ride, "--config", str(to_file)) == 0
+    printed = capsys.readouterr().out
     assert "0 sightings published" in printed and "1 delayed" in printed
+    assert "1 sightings in delay zones were not yet due and were not published" in printed
+    assert not hold.exists()
+    assert lines(tmp_path / "out" / "sightings.jsonl") == []
+
+    mqtt = f"[mqtt]\nhost = '127.0.0.1'\nport = {broker.port}\n[outbox]\npath = '{tmp_path / 'outbox.db'}'\n"
+    to_broker = write_config(tmp_path / "mqtt.toml", zone + mqtt)
+    assert replay(ride, "--config", str(to_broker)) == 0
+    printed = capsys.readouterr().out
     assert f"1 sightings in delay zones are not due yet: kept in {hold}" in printed
     [held] = HoldStore(hold).load()
     assert held.sighting.label == "dome"
-    assert lines(tmp_path / "out" / "sightings.jsonl") == []
 
 
 def test_broker_probe(broker: Broker) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from firmware.mqtt import MqttPublisher, MqttSettings
 from firmware.outbox import Outbox
 from firmware.sighting import from_json, to_json
-from firmware.sinks import FileSink, MqttSink, export_geojson
+from firmware.sinks import FileSink, MqttSink, export_geojson, rewrite_lines
 from tests.mqtt_broker import Broker, Subscriber, broker_factory_fixture, broker_fixture  # noqa: F401 - fixtures
 from tests.test_mqtt import DEVICE, sighting
 
@@ -107,3 +110,35 @@ def test_when_not_even_the_overflow_file_can_be_written_the_sighting_waits_in_me
         assert [from_json(line).id for line in lines] == [sent[1].id, sent[2].id]
     finally:
         sink.close()
+
+
+def test_requeue_never_makes_a_drop_oldest_outbox_drop_what_it_holds(broker: Broker, tmp_path: Path) -> None:
+    broker.kill()
+    outbox, overflow = tmp_path / "outbox.db", tmp_path / "outbox.db.overflow.jsonl"
+    queued, spilled = [sighting(i) for i in range(2)], [sighting(i) for i in range(2, 5)]
+    with Outbox(outbox) as ob:
+        for s in queued:
+            ob.put(s.id, "t", to_json(s))
+    overflow.write_bytes(b"".join(to_json(s) + b"\n" for s in spilled))
+    settings = MqttSettings(host="127.0.0.1", port=broker.port, client_id="sink-test", keepalive_s=2)
+    publisher = MqttPublisher(settings, Outbox(outbox, max_rows=3, when_full="drop_oldest"), DEVICE)
+    publisher.start()
+    sink = MqttSink(publisher, overflow)
+    try:
+        assert sink.requeued == 1  # one row to spare: one moved back, none dropped for it
+        assert publisher.outbox.stats().dropped_total == 0
+        assert [from_json(line).id for line in overflow.read_bytes().splitlines()] == [s.id for s in spilled[1:]]
+    finally:
+        sink.close()
+
+
+def test_a_short_write_keeps_the_old_file_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "overflow.jsonl"
+    path.write_bytes(b"a\nb\n")
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:1]))  # the disk fills up
+    with pytest.raises(OSError, match="disk full"):
+        rewrite_lines(path, [b"b", b"c"])
+    monkeypatch.undo()
+    assert path.read_bytes() == b"a\nb\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["overflow.jsonl"]  # no temporary file left

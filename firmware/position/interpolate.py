@@ -136,10 +136,6 @@ class PositionTrack:
             if len(self._fixes) > self.max_fixes:
                 del self._times[0], self._fixes[0]
 
-    def latest(self) -> Fix | None:
-        with self._lock:
-            return self._fixes[-1] if self._fixes else None
-
     def at(self, t_utc: datetime) -> FramePosition | NoFix:  # noqa: PLR0911 (one return per case reads best)
         """The position at ``t_utc`` (aware datetime), or a NoFix saying why there is none."""
         if t_utc.tzinfo is None:
