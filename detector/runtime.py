@@ -73,7 +73,9 @@ CPU.`` straight to file descriptor 2 while it builds an interpreter; they go to 
 @contextlib.contextmanager
 def native_stderr_to_log() -> Iterator[None]:
     """Catch what native code writes to fd 2 inside the block: ``INFO:`` lines go to the debug
-    log, anything else is written back to stderr afterwards (nothing is lost, only delayed)."""
+    log, anything else is written back to stderr afterwards (delayed, not lost). The block is
+    only the interpreter's construction; were the runtime to abort the process right there,
+    its last message would be lost with it (a Python error is written back as usual)."""
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # no real stderr (pytest capture, embedded)
