@@ -218,8 +218,9 @@ class PiCameraSource:
         index = -1
         while self._cam is not None:
             with self._cam.captured_request() as request:
-                # pixels and metadata from the SAME request; copy: the buffer goes back at block end
-                pixels: Pixels = np.array(request.make_array("main"), dtype=np.uint8, copy=True)
+                # pixels and metadata from the SAME request; make_array already copies the buffer
+                # out (picamera2's make_buffer is np.array(mapped buffer)), so it may go back now
+                pixels: Pixels = request.make_array("main")
                 metadata: Mapping[str, Any] = request.get_metadata()
             ts = int(metadata["SensorTimestamp"])
             if first_ts is None:

@@ -73,7 +73,7 @@ class FakeRequest:
             raise RuntimeError("make_array on a released request: its buffer belongs to the camera again")
         if name != "main":
             raise KeyError(name)
-        return self._buffer  # picamera2 also hands out a view of the buffer; the caller must copy
+        return self._buffer.copy()  # as picamera2: make_buffer is np.array(mapped buffer), a copy
 
     def get_metadata(self) -> dict[str, Any]:
         if self.released:
