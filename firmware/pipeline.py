@@ -27,7 +27,7 @@ from firmware.frames import Frame, Pixels
 from firmware.geometry import BearingRay, CameraModel, intersect_rays
 from firmware.position import FramePosition, NoFix, PositionTrack
 from firmware.privacy import PrivacyFilter
-from firmware.sighting import MAX_RAYS, ModelRef, Position, Ray, Sighting, new_id, suggested_tags
+from firmware.sighting import MAX_RAYS, ModelRef, Position, Ray, Sighting, new_id
 from firmware.sinks import Sink
 from firmware.tracker import ClosedTrack, Observation, Tracker
 
@@ -42,7 +42,8 @@ UTC_RETENTION_S = 600.0
 
 
 class FrameDetector(Protocol):
-    """What the pipeline needs of ``detector.Detector``: ``detect`` and the model's spec."""
+    """What the pipeline needs of ``detector.Detector``: ``detect`` and the model's spec (name,
+    version, sha256 for the sighting's model reference; ``osm_tags(label)`` for its tags)."""
 
     @property
     def spec(self) -> Any: ...  # detector.model.ModelSpec (name, version, sha256)
@@ -320,7 +321,7 @@ class Pipeline:
             ),
             rays=tuple(sighting_rays),
             estimate=None if fix is None else fix.to_estimate(),
-            tags=suggested_tags(track.label, None),
+            tags=self.detector.spec.osm_tags(track.label),  # the model's sidecar: the tags each label implies
             model=self.model_ref,
         )
 

@@ -129,7 +129,8 @@ def test_ride_past_one_dome(detector: Detector, tmp_path: Path) -> None:
     assert len(s.rays) >= 3
     assert s.frames >= len(s.rays)
     assert s.model.name == detector.spec.name and s.model.sha256 == detector.spec.sha256
-    assert s.tags["camera:type"] == "dome"
+    assert s.tags == detector.spec.osm_tags("dome")  # the tags the model's sidecar gives the label
+    assert s.tags["camera:type"] == "dome" and s.tags["surveillance:type"] == "camera"
     assert T0 <= s.first_seen_utc < s.last_seen_utc <= T0 + timedelta(seconds=N / FPS)
     east, north = to_local(s.observer.lat_deg, s.observer.lon_deg, LAT0, LON0)
     assert abs(east) < 3.0 and -1.0 < north < SPEED * N / FPS + 1.0  # on the street, within the ride
