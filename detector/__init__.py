@@ -22,9 +22,15 @@ from detector.model import Model, default_model_path
 from detector.tiling import TilePlan, TilingConfig, build_plan
 
 
-def load_detector(config: DetectorConfig) -> Detector:
-    """A ready :class:`Detector` for ``config`` (the default model when none is named)."""
-    model = Model.load(config.model or default_model_path(), num_threads=config.num_threads)
+def load_model(config: DetectorConfig) -> Model:
+    """The model ``config`` names (the project's default model when it names none)."""
+    return Model.load(config.model or default_model_path(), num_threads=config.num_threads)
+
+
+def load_detector(config: DetectorConfig, model: Model | None = None) -> Detector:
+    """A ready :class:`Detector` for ``config``, on ``model`` when one is already loaded."""
+    if model is None:
+        model = load_model(config)
     return Detector(
         model,
         config.tiling,
@@ -51,5 +57,6 @@ __all__ = [
     "build_plan",
     "default_model_path",
     "load_detector",
+    "load_model",
     "parse_detector_config",
 ]

@@ -21,8 +21,6 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, Self
 
-import numpy as np
-
 from firmware.frames import NS_PER_S, Frame, FrameSourceError, Pixels
 
 log = logging.getLogger(__name__)

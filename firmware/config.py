@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from firmware.mqtt import DEFAULT_PREFIX, MqttConfigError, MqttSettings
 from firmware.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, WhenFull
 from firmware.position.gpsd import DEFAULT_HOST as GPSD_HOST
 from firmware.position.gpsd import DEFAULT_PORT as GPSD_PORT
+from firmware.sighting import DEVICE_ID
 from firmware.tracker import TrackerConfig
 
 CameraSource = Literal["picamera2", "video", "images"]
@@ -43,7 +43,6 @@ FOCUS_MODES: tuple[Focus, ...] = ("far", "continuous", "fixed")
 WHEN_FULL: tuple[WhenFull, ...] = ("refuse", "drop_oldest")
 COARSE_TIME_MIN = (0, 1, 5, 15, 60)
 MAX_ZONES = 64
-_DEVICE_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class ConfigFileError(ValueError):
@@ -289,7 +288,7 @@ TABLES = ("device", "camera", "detector", "tracker", "gps", "mqtt", "outbox", "o
 
 def _device(r: _Reader, state: Path) -> DeviceSettings:
     fixed = r.string("id", None)
-    if fixed is not None and not _DEVICE_ID.fullmatch(fixed):
+    if fixed is not None and not DEVICE_ID.fullmatch(fixed):
         raise r.error("id", f"expected 16 lowercase hex digits (from 'sousveil broker add-device'), got {fixed!r}")
     out = DeviceSettings(
         id_file=cast(Path, r.path("id_file", state / "device-id")),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import sqlite3
 import time
@@ -25,10 +24,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from firmware.config import PrivacySettings, PrivacyZone
+from firmware.files import write_atomic
 from firmware.position.interpolate import distance_m
-from firmware.sighting import Sighting, coarsen_time, format_utc, from_json, parse_utc, to_json
-
-_DEVICE_ID = re.compile(r"[0-9a-f]{16}")
+from firmware.sighting import DEVICE_ID, Sighting, coarsen_time, format_utc, from_json, parse_utc, to_json
 
 
 def utc_now() -> datetime:
@@ -43,20 +41,6 @@ def new_device_id() -> str:
     return secrets.token_hex(8)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only (0600)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def _read_id(path: Path) -> tuple[str, datetime] | None:
     """The stored id and when it was drawn; None when there is no usable file."""
     try:
@@ -66,7 +50,7 @@ def _read_id(path: Path) -> tuple[str, datetime] | None:
         return None
     except (OSError, ValueError, KeyError, TypeError):
         return None  # damaged: draw a new one (an id is worth nothing but its pseudonymity)
-    if not isinstance(device, str) or not _DEVICE_ID.fullmatch(device):
+    if not isinstance(device, str) or not DEVICE_ID.fullmatch(device):
         return None
     return device, created
 
@@ -83,7 +67,8 @@ def device_id(id_file: Path, rotate_days: int = 0, clock: Callable[[], datetime]
                 os.chmod(id_file, 0o600)  # someone loosened it
             return device
     device = new_device_id()
-    _write_private(id_file, json.dumps({"id": device, "created_utc": format_utc(now)}) + "\n")
+    id_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(id_file, (json.dumps({"id": device, "created_utc": format_utc(now)}) + "\n").encode())
     return device
 
 

@@ -45,7 +45,8 @@ MAX_CROP_SIDE_PX: Final = 512
 MAX_CROP_B64: Final = 32 * 1024  # characters of base64: 24 KiB of JPEG at most
 
 _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-_DEVICE = re.compile(r"[0-9a-f]{16}")
+DEVICE_ID = re.compile(r"[0-9a-f]{16}")
+"""A pseudonymous device id: 16 lowercase hex digits (64 random bits)."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TAG_KEY = re.compile(r"[A-Za-z0-9_:.\-]+")
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -329,7 +330,7 @@ class Sighting:
         _string("id", self.id, pattern=_UUID4, max_len=36)
         if self.schema != SCHEMA:
             raise SightingError("schema", f"must be {SCHEMA!r}, got {str(self.schema)[:40]!r}")
-        _string("device", self.device, pattern=_DEVICE, max_len=16)
+        _string("device", self.device, pattern=DEVICE_ID, max_len=16)
         first = _time("first_seen_utc", self.first_seen_utc)
         last = _time("last_seen_utc", self.last_seen_utc)
         if first > last:
@@ -564,6 +565,7 @@ def from_schema_checked(obj: dict[str, Any]) -> Sighting:
 
 
 __all__ = [
+    "DEVICE_ID",
     "LABELS",
     "MAX_MESSAGE_BYTES",
     "MAX_RAYS",

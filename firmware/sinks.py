@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from firmware.files import append_line, write_all, write_atomic
 from firmware.outbox import OutboxFull
 from firmware.sighting import Sighting, format_utc, from_json, to_json
 
@@ -40,40 +41,12 @@ class Sink(Protocol):
         ...
 
 
-def append_line(path: Path, line: bytes) -> None:
-    """Append ``line`` and a newline to ``path`` (0600, created if missing) in one write, fsynced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        data = line + b"\n"
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"{path}: wrote {written} of {len(data)} bytes (disk full?)")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def rewrite_lines(path: Path, lines: list[bytes]) -> None:
     """Replace ``path`` atomically with ``lines`` (removed when there are none)."""
     if not lines:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = b"".join(line + b"\n" for line in lines)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            written = os.write(fd, data)
-            if written != len(data):  # a full disk: keep the old file whole
-                raise OSError(f"{tmp}: wrote {written} of {len(data)} bytes (disk full?)")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, b"".join(line + b"\n" for line in lines))
 
 
 class FileSink:
@@ -88,11 +61,7 @@ class FileSink:
     def submit(self, sighting: Sighting) -> bool:
         if self._fd is None:
             raise ValueError(f"file sink {self.path} is closed")
-        line = to_json(sighting) + b"\n"
-        written = os.write(self._fd, line)
-        if written != len(line):  # a full disk; say so rather than leave half a line unnoticed
-            raise OSError(f"{self.path}: wrote {written} of {len(line)} bytes (disk full?)")
-        os.fsync(self._fd)
+        write_all(self._fd, to_json(sighting) + b"\n", self.path)  # a full disk raises, no torn line unseen
         return True
 
     def flush(self, timeout: float) -> bool:
