@@ -19,10 +19,11 @@ def merge_boxes(
 
     The best-scoring box suppresses boxes that overlap it by IoU > ``iou_threshold`` (the
     same object seen by two tiles or two levels), and boxes mostly inside it or mostly
-    covering it (intersection over the smaller area > ``ios_threshold``). When one of such
-    a pair touches an edge its tile shares with a neighbour (``cut``), it is a piece of an
-    object too big for one tile: the kept box grows to the union of both, keeping the
-    better score and its class. A box that is not cut never grows, so a weak, loose box
+    covering it (intersection over the smaller area > ``ios_threshold``). A box of the
+    second kind (by containment, not by IoU) of which one of the pair touches an edge its
+    tile shares with a neighbour (``cut``) is a piece of an object too big for one tile: the
+    kept box grows to the union of both, keeping the better score and its class; IoU
+    duplicates are only suppressed. A box that is not cut never grows, so a weak, loose box
     around a camera cannot stretch the camera's own box.
     """
     n = boxes.shape[0]

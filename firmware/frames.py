@@ -2,7 +2,7 @@
 
 See docs/frames.md. Every source is a context manager and an iterator of ``Frame``; each frame
 carries its pixels, a monotonic capture time (``t_mono_ns``) and its UTC time (``t_utc``). The
-picamera2 adapter (a later issue) implements the same ``FrameSource`` protocol.
+picamera2 adapter (firmware/camera_pi.py) implements the same ``FrameSource`` protocol.
 
 PyAV (``av``) is imported only inside ``VideoSource``; PIL only inside ``ImageFolderSource``.
 """
