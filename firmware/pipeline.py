@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -118,7 +118,7 @@ class Pipeline:
     ``positions`` is the rider's track, filled up front (replay) or by a reader thread (live).
     A track whose observations come after the newest fix (``NoFixReason.PENDING``) waits
     until the fixes catch up, or ``positions.max_gap_s`` of frame time has passed, then is
-    geotagged with what there is. ``clock`` times the run (seconds, monotonic).
+    geotagged with what there is.
 
     ``privacy`` (a PrivacyFilter) sees every sighting before the sink: dropped in a 'drop'
     zone, held in a 'delay' zone (released to the sink once due, checked every frame), times
@@ -133,8 +133,6 @@ class Pipeline:
         tracker: Tracker,
         sink: Sink,
         device_id: str,
-        model_ref: ModelRef | None = None,
-        clock: Callable[[], float] = time.monotonic,
         privacy: PrivacyFilter | None = None,
     ) -> None:
         self.detector = detector
@@ -143,8 +141,7 @@ class Pipeline:
         self.tracker = tracker
         self.sink = sink
         self.device_id = device_id
-        self.model_ref = model_ref or model_ref_of(detector)
-        self.clock = clock
+        self.model_ref = model_ref_of(detector)
         self.privacy = privacy
         self.frames = 0
         self.detections = 0
@@ -165,7 +162,7 @@ class Pipeline:
         if self._finished is not None:
             raise RuntimeError("the pipeline has finished; start a new one")
         if self._started is None:
-            self._started = self.clock()
+            self._started = time.monotonic()
             self._first_t_ns = frame.t_mono_ns
         self._last_t_ns = frame.t_mono_ns
         self.frames += 1
@@ -188,11 +185,11 @@ class Pipeline:
             self._waiting.append(_Waiting(track, 0))
         self._retry_waiting(None, final=True)
         self._release_due()
-        seconds = 0.0 if self._started is None else max(0.0, self.clock() - self._started)
-        flush_started = self.clock()
+        seconds = 0.0 if self._started is None else max(0.0, time.monotonic() - self._started)
+        flush_started = time.monotonic()
         if not self.sink.flush(flush_timeout_s):
             log.warning("not every sighting was delivered yet; they stay queued in %s", self.sink.describe())
-        flush_seconds = max(0.0, self.clock() - flush_started)
+        flush_seconds = max(0.0, time.monotonic() - flush_started)
         ride = (
             0.0 if self._first_t_ns is None or self._last_t_ns is None else (self._last_t_ns - self._first_t_ns) / 1e9
         )
@@ -234,22 +231,25 @@ class Pipeline:
         return ref_utc + timedelta(microseconds=round((t_ns - ref_ns) / 1000))
 
     def _handle(self, track: ClosedTrack, now_ns: int) -> None:
-        looked = self._lookup(track)
-        if any(isinstance(p, NoFix) and p.retry for p in looked):
+        if self._pending(track):
             self._waiting.append(_Waiting(track, now_ns + int(self.positions.max_gap_s * 1e9)))
             return
-        self._publish(track, looked)
+        self._publish(track, self._lookup(track))
 
     def _retry_waiting(self, now_ns: int | None, *, final: bool) -> None:
         still: list[_Waiting] = []
         for item in self._waiting:
-            looked = self._lookup(item.track)
-            pending = any(isinstance(p, NoFix) and p.retry for p in looked)
-            if pending and not final and now_ns is not None and now_ns <= item.deadline_ns:
+            if not final and now_ns is not None and now_ns <= item.deadline_ns and self._pending(item.track):
                 still.append(item)
             else:
-                self._publish(item.track, looked)
+                self._publish(item.track, self._lookup(item.track))
         self._waiting = still
+
+    def _pending(self, track: ClosedTrack) -> bool:
+        """True while the track's newest observation is after the newest fix (PENDING: the
+        fixes may yet catch up). Observations are in time order, so no earlier one can be."""
+        p = self.positions.at(self._utc_of(track.observations[-1].t_ns))
+        return isinstance(p, NoFix) and p.retry
 
     def _lookup(self, track: ClosedTrack) -> list[FramePosition | NoFix]:
         return [self.positions.at(self._utc_of(o.t_ns)) for o in track.observations]
@@ -316,9 +316,7 @@ class Pipeline:
             label=track.label,
             score=min(1.0, max(0.0, track.score)),
             frames=len(obs),
-            observer=Position(
-                observer.lat_deg, observer.lon_deg, DEFAULT_ACC_M if observer.acc_m is None else observer.acc_m
-            ),
+            observer=Position(observer.lat_deg, observer.lon_deg, _acc(observer)),
             rays=tuple(sighting_rays),
             estimate=None if fix is None else fix.to_estimate(),
             tags=self.detector.spec.osm_tags(track.label),  # the model's sidecar: the tags each label implies

@@ -12,7 +12,7 @@ import io
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -185,10 +185,8 @@ def video_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return video
 
 
-def test_replay_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    video = tmp_path / "ride.mp4"
-    make: Callable[[int], Pixels] = draw
-    write_video(video, [make(i) for i in range(N)])
+def test_replay_cli(video_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = video_path
     gpx = write_gpx(tmp_path / "ride.gpx", 6)
     out = tmp_path / "out" / "sightings.jsonl"
     parser = argparse.ArgumentParser(prog="sousveil")
