@@ -14,6 +14,7 @@ from broker import cli as broker_cli
 from detector import DetectorConfig, DetectorError, TilingConfig, load_detector
 from detector.detection import Detection
 from firmware import replay_cli, run_cli
+from firmware.check import DEFAULT_BROKER_TIMEOUT_S, DEFAULT_GPS_WAIT_S
 from mapper import cli as map_cli
 
 log = logging.getLogger("sousveil")
@@ -86,10 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check the hardware: model runs once, camera gives a frame, GPS has a fix, broker accepts us",
     )
     p.add_argument(
-        "--gps-wait", type=float, default=5.0, metavar="S", help="with --device: seconds to wait for a fix (default 5)"
+        "--gps-wait",
+        type=float,
+        default=DEFAULT_GPS_WAIT_S,
+        metavar="S",
+        help=f"with --device: seconds to wait for a fix (default {DEFAULT_GPS_WAIT_S:g})",
     )
     p.add_argument(
-        "--broker-timeout", type=float, default=5.0, metavar="S", help="with --device: seconds to connect (default 5)"
+        "--broker-timeout",
+        type=float,
+        default=DEFAULT_BROKER_TIMEOUT_S,
+        metavar="S",
+        help=f"with --device: seconds to connect (default {DEFAULT_BROKER_TIMEOUT_S:g})",
     )
     return parser
 
@@ -117,8 +126,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from detector.images import load_rgb
 
     several = len(args.images) > 1
-    draw_file = args.draw is not None and (args.draw.is_file() or args.draw.suffix.lower() in IMAGE_SUFFIXES)
-    if several and draw_file and not args.draw.is_dir():
+    draw = args.draw
+    if (
+        several
+        and draw is not None
+        and (draw.is_file() or (draw.suffix.lower() in IMAGE_SUFFIXES and not draw.is_dir()))
+    ):
         raise DetectorError(f"--draw {args.draw}: with several images, give a folder, not a file")
     detector = load_detector(_config(args))
     failed = 0
@@ -270,7 +283,7 @@ def _writable(path: Path) -> str | None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """One line per section: ``<section> ok`` or ``<section>: <why>``; 0 when all are ok, else 2."""
-    from detector import Model, default_model_path
+    from detector import Model, load_model
     from firmware.config import ConfigFileError, load_config
     from firmware.mqtt import MqttConfigError
 
@@ -292,7 +305,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     model: Model | None = None
     try:
-        model = Model.load(config.detector.model or default_model_path(), num_threads=config.detector.num_threads)
+        model = load_model(config.detector)
         report("model", None, f"{model.spec.name} {model.spec.version}, {model.runtime}")
     except DetectorError as err:
         report("model", str(err), "")
@@ -323,7 +336,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             settings, note = resolve_password_file(config.mqtt)  # the service's credential, or its source
             has_password = settings.read_password() is not None
-            where = f"; {note}" if note and note != f"password from {config.mqtt.password_file}" else ""
+            where = f"; {note}" if settings.password_file != config.mqtt.password_file else ""
             report(
                 "mqtt",
                 None,
@@ -331,7 +344,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         except MqttConfigError as err:
             report("mqtt", str(err), "")
-    if getattr(args, "device", False):
+    if args.device:
         from firmware.check import run_device_checks
 
         failed += run_device_checks(
