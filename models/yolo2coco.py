@@ -24,8 +24,10 @@ from typing import Any
 
 from PIL import Image
 
+from firmware.sighting import LABELS
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-CLASSES = ("fixed", "dome", "ptz", "alpr")
+CLASSES = LABELS  # the sighting contract's classes
 
 
 class ConversionError(Exception):

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-CLASSES: tuple[str, ...] = ("fixed", "dome", "ptz", "alpr")
+from firmware.sighting import LABELS
+
+CLASSES: tuple[str, ...] = LABELS  # the sighting contract's classes, in the model's order
 MAX_SIDE = 256
 WHITE_THRESH = 246
 HERE = Path(__file__).resolve().parent

@@ -16,7 +16,9 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
-from models.train.weights import weights_path  # re-exported: models.train.backbone.weights_path
+from models.train.weights import (  # weights_path re-exported: models.train.backbone.weights_path
+    load_state,
+)
 
 L = tf.keras.layers
 BN_EPS = 1e-5
@@ -101,10 +103,8 @@ def _dw(w: np.ndarray) -> np.ndarray:
 
 
 def load_torch_state(path: Path | None = None) -> dict[str, np.ndarray]:
-    import torch
-
-    sd = torch.load(str(path or weights_path()), map_location="cpu", weights_only=True)
-    return {k: v.numpy() for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    """The backbone's weights as numpy arrays, without BatchNorm's step counters."""
+    return {k: v for k, v in load_state(path).items() if not k.endswith("num_batches_tracked")}
 
 
 def port_weights(model: tf.keras.Model, sd: dict[str, np.ndarray] | None = None) -> int:

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from models.synth.assets import CLASSES
+
 TILE = 320
 PAD = 114
 STRIDE = 4
-NCLS = 4
+NCLS = len(CLASSES)
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Record:
     meta: dict = field(default_factory=dict)
 
 
-LABELS = ("fixed", "dome", "ptz", "alpr")
+LABELS = CLASSES  # the sighting contract's classes, in the model's output order
 
 
 def class_index(categories: list[dict]) -> dict[int, int]:

@@ -13,12 +13,13 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
+from models.synth.assets import CLASSES
 from models.train.backbone import imagenet_norm_layer, mobilenet_v2_features, set_imagenet_norm
 
 L = tf.keras.layers
 STRIDE = 4
-NCLS = 4
-LABELS = ["fixed", "dome", "ptz", "alpr"]
+LABELS = list(CLASSES)
+NCLS = len(LABELS)
 BOX_SCALE = 16.0
 FPN_CH = 64
 HEAD_CH = 48
