@@ -29,7 +29,7 @@ PURGE=0
 PRINT_PI_CONFIG=0
 FROM=""
 
-usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }  # the header comment
 
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -17,11 +17,11 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from firmware.frames import NS_PER_S, Frame, FrameSourceError, Pixels
+from firmware.frames import NS_PER_S, Frame, FrameSourceError, Pixels, ns_to_timedelta
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ RELEASE_GAIN = 1.05
 # a change of the wall - monotonic offset larger than this is a clock step (chrony setting the
 # clock from GPS or NTP), not jitter between the two clock reads: frame UTC follows it
 CLOCK_STEP_NS = 50_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 INSTALL_HINT = (
     "picamera2 is not installed (the on-bike camera: on Raspberry Pi OS `sudo apt install python3-picamera2` "
@@ -125,9 +126,8 @@ class PiCameraSource:
     boot), so read jitter never moves frame times and a step is followed at once (``clock_steps``
     counts them). ``wall_ns``/``mono_ns`` stand for the two clocks (tests pass fakes).
     ``index`` is estimated from the timestamp gaps, so frames the camera dropped show as gaps;
-    ``dropped`` counts them.
-    ``last_exposure_us`` / ``last_gain`` / ``last_lens_position`` are the latest frame's
-    metadata for the status topic.
+    ``dropped`` counts them. ``dropped`` and ``clock_steps`` go to the status topic
+    (``camera_dropped``, ``camera_clock_steps``; firmware/run_cli.py).
 
     >>> with PiCameraSource(PiCameraSettings()) as cam:  # doctest: +SKIP
     ...     for frame in cam:
@@ -147,15 +147,11 @@ class PiCameraSource:
         self._wall_ns, self._mono_ns = wall_ns, mono_ns
         self._cam: Any = None
         self._size = self.settings.size
-        self.wall_offset_ns: int | None = None
+        self.wall_offset_ns = 0  # sampled when the camera starts
         self.clock_steps = 0
-        self.has_af = False
         self.frames = 0
         self.dropped = 0
         self.exposure_pinned = False
-        self.last_exposure_us: int | None = None
-        self.last_gain: float | None = None
-        self.last_lens_position: float | None = None
         self.model = ""
         self._controls: Mapping[str, Any] = {}
 
@@ -211,9 +207,8 @@ class PiCameraSource:
     def __iter__(self) -> Iterator[Frame]:
         self.open()
         period_ns = NS_PER_S / self.settings.fps
-        first_ts: int | None = None
         last_ts: int | None = None
-        index = -1
+        index = 0
         while self._cam is not None:
             with self._cam.captured_request() as request:
                 # pixels and metadata from the SAME request; make_array already copies the buffer
@@ -221,10 +216,7 @@ class PiCameraSource:
                 pixels: Pixels = request.make_array("main")
                 metadata: Mapping[str, Any] = request.get_metadata()
             ts = int(metadata["SensorTimestamp"])
-            if first_ts is None:
-                first_ts = ts
-                index = 0
-            elif last_ts is not None:
+            if last_ts is not None:
                 if ts <= last_ts:
                     log.warning("camera: frame at %d ns is not after the previous one, skipped", ts)
                     continue
@@ -233,13 +225,13 @@ class PiCameraSource:
                 index += step
             last_ts = ts
             self.frames += 1
-            self._note_metadata(metadata)
+            self._govern_exposure(metadata)
             offset = self._follow_clock()
             yield Frame(
                 pixels=pixels,
                 bgr=True,
                 t_mono_ns=ts,
-                t_utc=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=round((ts + offset) / 1000)),
+                t_utc=EPOCH + ns_to_timedelta(ts + offset),
                 index=index,
                 source=self.model or "picamera2",
             )
@@ -289,9 +281,7 @@ class PiCameraSource:
     def _follow_clock(self) -> int:
         """The wall - monotonic offset for this frame: re-sampled, replaced only on a step."""
         now = self._sample_offset()
-        if self.wall_offset_ns is None:
-            self.wall_offset_ns = now
-        elif abs(now - self.wall_offset_ns) > CLOCK_STEP_NS:
+        if abs(now - self.wall_offset_ns) > CLOCK_STEP_NS:
             step_s = (now - self.wall_offset_ns) / 1e9
             self.wall_offset_ns = now
             self.clock_steps += 1
@@ -316,10 +306,9 @@ class PiCameraSource:
         self.exposure_pinned = True
         if "AeExposureMode" in self._controls:
             controls["AeExposureMode"] = 1  # libcamera ExposureShort: the tuning's short-shutter profile
-        self.has_af = "AfMode" in self._controls
         if s.focus == "fixed":
             log.info("camera %s: focus 'fixed': no AF controls sent", self.model)
-        elif not self.has_af:
+        elif "AfMode" not in self._controls:
             log.info("camera %s has no autofocus (fixed-focus lens): focus %r ignored", self.model, s.focus)
         elif s.focus == "far":
             controls["AfMode"] = AF_MODE_MANUAL
@@ -330,16 +319,7 @@ class PiCameraSource:
             log.info("camera %s: continuous autofocus", self.model)
         return controls
 
-    def _note_metadata(self, metadata: Mapping[str, Any]) -> None:
-        exposure = metadata.get("ExposureTime")
-        gain = metadata.get("AnalogueGain")
-        self.last_exposure_us = None if exposure is None else int(exposure)
-        self.last_gain = None if gain is None else float(gain)
-        lens = metadata.get("LensPosition")
-        self.last_lens_position = None if lens is None else float(lens)
-        self._govern_exposure()
-
-    def _govern_exposure(self) -> None:
+    def _govern_exposure(self, metadata: Mapping[str, Any]) -> None:
         """Keep the shutter at or under ``max_exposure_us``; the gain stays automatic.
 
         libcamera has no "maximum shutter" control: AE may use the whole frame duration (100 ms
@@ -348,13 +328,14 @@ class PiCameraSource:
         bright enough for a shorter shutter, and the shutter goes back to AE.
         """
         cap = self.settings.max_exposure_us
-        if self.last_exposure_us is None or self._cam is None:
+        exposure, gain = metadata.get("ExposureTime"), metadata.get("AnalogueGain")
+        if exposure is None or self._cam is None:
             return
-        if not self.exposure_pinned and self.last_exposure_us > cap:
+        if not self.exposure_pinned and int(exposure) > cap:
             self._cam.set_controls(self._shutter_controls(cap))
             self.exposure_pinned = True
-            log.info("camera: AE wanted %d µs, shutter pinned at %d µs (gain stays auto)", self.last_exposure_us, cap)
-        elif self.exposure_pinned and self.last_gain is not None and self.last_gain <= RELEASE_GAIN:
+            log.info("camera: AE wanted %d µs, shutter pinned at %d µs (gain stays auto)", int(exposure), cap)
+        elif self.exposure_pinned and gain is not None and float(gain) <= RELEASE_GAIN:
             self._cam.set_controls(self._shutter_controls(None))
             self.exposure_pinned = False
             log.info("camera: bright enough, shutter back to AE (cap %d µs)", cap)

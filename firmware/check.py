@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from detector import Detector, DetectorError, Model, default_model_path
+from detector import DetectorError, Model, load_detector, load_model
 from firmware.config import Config
 from firmware.frames import FrameSourceError
 from firmware.mqtt import MqttConfigError, MqttSettings
@@ -110,14 +110,8 @@ def check_model(config: Config, model: Model | None = None) -> Result:
     blank frame of the camera's size."""
     try:
         if model is None:
-            model = Model.load(config.detector.model or default_model_path(), num_threads=config.detector.num_threads)
-        detector = Detector(
-            model,
-            config.detector.tiling,
-            score_threshold=config.detector.score_threshold,
-            merge_iou=config.detector.merge_iou,
-            merge_ios=config.detector.merge_ios,
-        )
+            model = load_model(config.detector)
+        detector = load_detector(config.detector, model)
         frame = np.zeros((config.camera.height, config.camera.width, 3), dtype=np.uint8)
         start = time.perf_counter()
         detector.detect(frame)

@@ -22,6 +22,7 @@ from typing import Any, Literal, cast
 
 from detector.config import DetectorConfig, parse_detector_config
 from detector.errors import ConfigError
+from firmware.camera_pi import FOCUS_MODES, CameraError, Focus, PiCameraSettings
 from firmware.geometry import CameraModel
 from firmware.gpio import GpioSettings
 from firmware.mqtt import DEFAULT_PREFIX, MqttConfigError, MqttSettings
@@ -32,14 +33,12 @@ from firmware.sighting import DEVICE_ID
 from firmware.tracker import TrackerConfig
 
 CameraSource = Literal["picamera2", "video", "images"]
-Focus = Literal["far", "continuous", "fixed"]
 GpsSource = Literal["gpsd", "gpx", "nmea"]
 ZoneAction = Literal["drop", "delay"]
 
 CAMERA_SOURCES: tuple[CameraSource, ...] = ("picamera2", "video", "images")
 GPS_SOURCES: tuple[GpsSource, ...] = ("gpsd", "gpx", "nmea")
 ZONE_ACTIONS: tuple[ZoneAction, ...] = ("drop", "delay")
-FOCUS_MODES: tuple[Focus, ...] = ("far", "continuous", "fixed")
 WHEN_FULL: tuple[WhenFull, ...] = ("refuse", "drop_oldest")
 COARSE_TIME_MIN = (0, 1, 5, 15, 60)
 MAX_ZONES = 64
@@ -82,6 +81,9 @@ class DeviceSettings:
     id: str | None = None
 
 
+_PI_CAMERA = PiCameraSettings()  # the Pi camera's defaults are [camera]'s
+
+
 @dataclass(frozen=True)
 class CameraSettings:
     """Where frames come from and the camera's geometry. ``path`` is the video file or image
@@ -89,17 +91,28 @@ class CameraSettings:
 
     source: CameraSource = "video"
     path: Path | None = None
-    width: int = 1920
-    height: int = 1080
-    fps: float = 10.0
+    width: int = _PI_CAMERA.width
+    height: int = _PI_CAMERA.height
+    fps: float = _PI_CAMERA.fps
     hfov_deg: float = 66.0
     yaw_deg: float = 0.0
-    max_exposure_us: int = 4000
-    focus: Focus = "far"
-    lens_position_dioptre: float = 0.1
+    max_exposure_us: int = _PI_CAMERA.max_exposure_us
+    focus: Focus = _PI_CAMERA.focus
+    lens_position_dioptre: float = _PI_CAMERA.lens_position_dioptre
 
     def camera_model(self) -> CameraModel:
         return CameraModel(hfov_deg=self.hfov_deg, yaw_deg=self.yaw_deg, width_px=self.width)
+
+    def picamera2(self) -> PiCameraSettings:
+        """How the Pi camera is driven; raises ``CameraError`` for settings it cannot take."""
+        return PiCameraSettings(
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            max_exposure_us=self.max_exposure_us,
+            focus=self.focus,
+            lens_position_dioptre=self.lens_position_dioptre,
+        )
 
 
 @dataclass(frozen=True)
@@ -306,27 +319,30 @@ def _device(r: _Reader, state: Path) -> DeviceSettings:
 
 
 def _camera(r: _Reader) -> CameraSettings:
-    source = cast(CameraSource, r.choice("source", "video", CAMERA_SOURCES))
-    path = r.path("path", None)
+    defaults = CameraSettings()
+    source = cast(CameraSource, r.choice("source", defaults.source, CAMERA_SOURCES))
+    path = r.path("path", defaults.path)
     if source == "picamera2" and path is not None:
         raise r.error("path", "the picamera2 source takes no path (it is for 'video' and 'images')")
     out = CameraSettings(
         source=source,
         path=path,
-        width=r.integer("width", 1920, 16, 8192),
-        height=r.integer("height", 1080, 16, 8192),
-        fps=r.number("fps", 10.0, 0.0, 120.0, lo_open=True),
-        hfov_deg=r.number("hfov_deg", 66.0, 1.0, 178.0),
-        yaw_deg=r.number("yaw_deg", 0.0, -180.0, 360.0),
-        max_exposure_us=r.integer("max_exposure_us", 4000, 1, 1_000_000),
-        focus=cast(Focus, r.choice("focus", "far", FOCUS_MODES)),
-        lens_position_dioptre=r.number("lens_position_dioptre", 0.1, 0.0, 32.0),
+        width=r.integer("width", defaults.width, 16, 8192),
+        height=r.integer("height", defaults.height, 16, 8192),
+        fps=r.number("fps", defaults.fps, 0.0, 120.0, lo_open=True),
+        hfov_deg=r.number("hfov_deg", defaults.hfov_deg, 1.0, 178.0),
+        yaw_deg=r.number("yaw_deg", defaults.yaw_deg, -180.0, 360.0),
+        max_exposure_us=r.integer("max_exposure_us", defaults.max_exposure_us, 1, 1_000_000),
+        focus=cast(Focus, r.choice("focus", defaults.focus, FOCUS_MODES)),
+        lens_position_dioptre=r.number("lens_position_dioptre", defaults.lens_position_dioptre, 0.0, 32.0),
     )
-    if out.max_exposure_us > round(1_000_000 / out.fps):
-        raise r.error(
-            "max_exposure_us",
-            f"{out.max_exposure_us} µs does not fit in one frame at {out.fps} fps ({round(1_000_000 / out.fps)} µs)",
-        )
+    try:
+        out.picamera2()  # the camera's own checks (the shutter cap fits in one frame), for every source
+    except CameraError as err:  # "<key>: <why>"
+        key, _, why = str(err).partition(": ")
+        if key in r.known and why:
+            raise r.error(key, why) from None
+        raise ConfigFileError(r.source, r.where, str(err)) from None
     r.done()
     return out
 

@@ -78,6 +78,8 @@ def device_status(
     published: int = 0,
     outbox_overflowed: int = 0,
     outbox_dropped: int = 0,
+    camera_dropped: int | None = None,
+    camera_clock_steps: int | None = None,
     thermal_path: Path = THERMAL_PATH,
     throttled_path: Path = THROTTLED_PATH,
 ) -> dict[str, Any]:
@@ -88,6 +90,9 @@ def device_status(
     ``gps_sats_used`` the satellites used in the solution (gpsd's SKY), None until gpsd sends one.
     ``outbox_overflowed``: sightings this run that the full outbox refused (kept in its overflow
     file); ``outbox_dropped``: sightings this run's full outbox dropped (``when_full = "drop_oldest"``).
+    ``camera_dropped``: frames the Pi camera dropped this run (the pipeline fell behind);
+    ``camera_clock_steps``: wall-clock steps its frame times followed (chrony setting the clock);
+    both None for a recorded source.
     """
     throttle = throttled(throttled_path)
     return {
@@ -105,6 +110,8 @@ def device_status(
         "outbox_depth": outbox_depth,
         "outbox_overflowed": outbox_overflowed,
         "outbox_dropped": outbox_dropped,
+        "camera_dropped": camera_dropped,
+        "camera_clock_steps": camera_clock_steps,
         "cpu_temp_c": cpu_temp_c(thermal_path),
         "throttled": throttle,
         "throttled_flags": None if throttle is None else throttled_flags(throttle),
@@ -132,6 +139,8 @@ def status_line(status: dict[str, Any]) -> str:
         parts.append(f"outbox full: {status['outbox_overflowed']} in its overflow file")
     if status.get("outbox_dropped"):
         parts.append(f"outbox full: {status['outbox_dropped']} dropped")
+    if status.get("camera_dropped"):
+        parts.append(f"camera dropped {status['camera_dropped']} frames")
     if status.get("cpu_temp_c") is not None:
         parts.append(f"{status['cpu_temp_c']:.0f}°C")
     return ", ".join(parts)

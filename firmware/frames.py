@@ -90,8 +90,9 @@ def _require_utc(value: datetime, name: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def _ns_to_timedelta(ns: int) -> timedelta:
-    # datetime resolution is 1 µs; t_mono_ns keeps the full nanoseconds
+def ns_to_timedelta(ns: int) -> timedelta:
+    """``ns`` nanoseconds as a timedelta, rounded to the µs (datetime's resolution; ``t_mono_ns``
+    keeps the full nanoseconds)."""
     return timedelta(microseconds=round(ns / 1000))
 
 
@@ -263,7 +264,7 @@ class VideoSource(_SourceBase):
                 pixels=pixels,
                 bgr=False,
                 t_mono_ns=self.mono_offset_ns + rel_ns,
-                t_utc=self.start_utc + _ns_to_timedelta(rel_ns),
+                t_utc=self.start_utc + ns_to_timedelta(rel_ns),
                 index=index,
                 source=self.path.name,
             )
@@ -475,7 +476,7 @@ class SyntheticSource(_SourceBase):
                 pixels,
                 self.bgr,
                 self.mono_offset_ns + rel_ns,
-                self.start_utc + _ns_to_timedelta(rel_ns),
+                self.start_utc + ns_to_timedelta(rel_ns),
                 index,
                 self.name,
             )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -72,9 +72,6 @@ class Pattern:
     n: int | None = None
     gap_s: float = 0.0
 
-    def scaled(self, k: float) -> Pattern:
-        return replace(self, on_s=self.on_s * k, off_s=self.off_s * k, gap_s=self.gap_s * k)
-
 
 DEFAULT_PATTERNS: Mapping[LedState, Pattern] = {
     LedState.STARTING: Pattern(0.1, 0.1),  # fast blink
@@ -91,20 +88,18 @@ def _factory_kwargs(pin_factory: Any) -> dict[str, Any]:
 
 
 class StatusLed:
-    """The status LED; each :class:`LedState` has its own :class:`Pattern`."""
+    """The status LED; each :class:`LedState` has its own :class:`Pattern` (``DEFAULT_PATTERNS``)."""
 
     def __init__(
         self,
         pin: int,
         *,
-        patterns: Mapping[LedState, Pattern] = DEFAULT_PATTERNS,
         flash_s: float = SIGHTING_FLASH_S,
         pin_factory: Any = None,
     ) -> None:
         from gpiozero import LED
 
         self._led: Any = LED(pin, **_factory_kwargs(pin_factory))
-        self._patterns = dict(patterns)
         self._flash_s = flash_s
         self._lock = threading.Lock()
         self._state: LedState | None = None
@@ -122,7 +117,7 @@ class StatusLed:
                 return
             self._state = state
             self._stop_pattern()
-            self._start_pattern(self._patterns[state])
+            self._start_pattern(DEFAULT_PATTERNS[state])
 
     def flash(self) -> None:
         """A short dark flash while steady on (RUNNING); other patterns already blink."""
@@ -257,10 +252,6 @@ class Button:
     def paused(self) -> bool:
         return self._paused
 
-    @property
-    def shutdown_requested(self) -> bool:
-        return self._shutdown_requested
-
     def close(self) -> None:
         self._button.close()
 
@@ -295,24 +286,20 @@ class Panel:
     """LED, buzzer and button together, as the service sees them.
 
     ``set_state`` shows the service's state; while paused by the button the LED keeps showing
-    PAUSED (except for ERROR) and resumes with the last state set.
+    PAUSED (except for ERROR) and resumes with the last state set. The service polls ``paused``
+    once per frame; ``on_shutdown`` is called once, on the button's long press.
     """
 
     def __init__(
         self,
         settings: GpioSettings,
         *,
-        on_pause: Callback | None = None,
-        on_resume: Callback | None = None,
         on_shutdown: Callback | None = None,
-        patterns: Mapping[LedState, Pattern] = DEFAULT_PATTERNS,
         pin_factory: Any = None,
     ) -> None:
-        self._on_pause = on_pause
-        self._on_resume = on_resume
         self._on_shutdown = on_shutdown
         self._state = LedState.STARTING
-        self.led = StatusLed(settings.led_pin, patterns=patterns, pin_factory=pin_factory)
+        self.led = StatusLed(settings.led_pin, pin_factory=pin_factory)
         self.buzzer: Buzzer | None = None
         self.button: Button | None = None
         try:
@@ -358,15 +345,11 @@ class Panel:
             self.led.set_state(LedState.PAUSED)
         if self.buzzer is not None:
             self.buzzer.paused()
-        if self._on_pause is not None:
-            self._on_pause()
 
     def _resumed(self) -> None:
         self.led.set_state(self._state)
         if self.buzzer is not None:
             self.buzzer.resumed()
-        if self._on_resume is not None:
-            self._on_resume()
 
     def _shutdown(self) -> None:
         if self.buzzer is not None:

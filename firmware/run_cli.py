@@ -32,7 +32,7 @@ from typing import Any
 
 from detector import load_detector
 from firmware import device_status as ds
-from firmware.camera_pi import PiCameraSettings, PiCameraSource, load_picamera2
+from firmware.camera_pi import PiCameraSource, load_picamera2
 from firmware.config import Config
 from firmware.frames import Frame, FrameSource, ImageFolderSource, VideoSource
 from firmware.gpio import LedState, Panel
@@ -45,7 +45,6 @@ from firmware.replay_cli import (
     ReplayError,
     SinkChoice,
     camera_model,
-    detector_config,
     finish,
     load_fixes,
     make_pipeline,
@@ -80,11 +79,9 @@ class StopFlag:
 
     def __init__(self) -> None:
         self._event = threading.Event()
-        self.signal: int | None = None
         self.reason = ""
 
     def set(self, signum: int, frame: FrameType | None = None) -> None:
-        self.signal = signum
         self.reason = f"signal {signum}"
         self._event.set()
 
@@ -128,28 +125,17 @@ def open_positions(config: Config) -> tuple[PositionTrack, GpsdReader | None, da
     return track_of(fixes, gps.max_gap_s), None, fixes[0].t_utc
 
 
-def picamera2_settings(config: Config) -> PiCameraSettings:
-    cam = config.camera
-    return PiCameraSettings(
-        width=cam.width,
-        height=cam.height,
-        fps=cam.fps,
-        max_exposure_us=cam.max_exposure_us,
-        focus=cam.focus,
-        lens_position_dioptre=cam.lens_position_dioptre,
-    )
-
-
 def open_frames(config: Config, start_utc: datetime, picamera2_module: Any = None) -> FrameSource:
     """The ``[camera]`` source; ``picamera2_module`` stands for ``import picamera2`` (tests), which
-    only firmware/camera_pi.py ever imports."""
+    only firmware/camera_pi.py ever imports. A video is thinned to ``[camera] fps``, the rate the
+    Pi camera runs at, so a recorded ride is processed as the bike would process it."""
     cam = config.camera
     if cam.source == "picamera2":
-        return PiCameraSource(picamera2_settings(config), picamera2_module)
+        return PiCameraSource(cam.picamera2(), picamera2_module)
     if cam.path is None:
         raise ReplayError(f"camera.path: required with source = {cam.source!r}")
     if cam.source == "video":
-        return VideoSource(cam.path, start_utc)
+        return VideoSource(cam.path, start_utc, target_fps=cam.fps)
     return ImageFolderSource(cam.path)
 
 
@@ -171,60 +157,64 @@ def fix_led_state(reader: GpsdReader | None, positions: PositionTrack, frame: Fr
 
 @dataclass
 class LiveStats:
-    """What the frame loop has done so far (tests and the status message look at it)."""
+    """What the frame loop has done so far (the status message and the tests look at it)."""
 
     frames: int = 0  # processed by the pipeline
     skipped: int = 0  # pulled from the camera while paused, not processed
     paused: bool = False
-    led: str | None = None
-    ready: bool = False
 
 
 class StatusReporter:
-    """Every ``interval_s``: the device status to systemd (STATUS=) and to the MQTT status topic."""
+    """Every ``interval_s``: the device status to systemd (STATUS=) and to the MQTT status topic.
+
+    ``source``: the camera's own counts (frames it dropped, clock steps) when it is the Pi camera.
+    """
 
     def __init__(
         self,
         notifier: Notifier,
         choice: SinkChoice,
         reader: GpsdReader | None,
+        source: FrameSource,
         *,
         interval_s: float = STATUS_INTERVAL_S,
         thermal_path: Path = ds.THERMAL_PATH,
         throttled_path: Path = ds.THROTTLED_PATH,
     ) -> None:
         self.notifier, self.choice, self.reader = notifier, choice, reader
+        self.camera = source if isinstance(source, PiCameraSource) else None
         self.interval_s = interval_s
         self.thermal_path, self.throttled_path = thermal_path, throttled_path
         self._last_at = time.monotonic()
         self._last_frames = 0
-        self.last: dict[str, Any] | None = None
 
-    def maybe(self, pipeline: Pipeline, stats: LiveStats, *, force: bool = False) -> None:
+    def maybe(self, pipeline: Pipeline, stats: LiveStats) -> None:
         now = time.monotonic()
         elapsed = now - self._last_at
-        if not force and elapsed < self.interval_s:
+        if elapsed < self.interval_s:
             return
         fps = (stats.frames - self._last_frames) / elapsed if elapsed > 0 else None
         self._last_at, self._last_frames = now, stats.frames
         timings = getattr(pipeline.detector, "last_timings", None)
         inference_ms = None if timings is None or stats.frames == 0 else float(timings.total_s) * 1000.0
         sink = self.choice.sink
+        outbox = None if self.choice.outbox is None else self.choice.outbox.stats()  # one look per tick
         status = ds.device_status(
             fps=fps,
             inference_ms=inference_ms,
             gps=None if self.reader is None else self.reader.client.state(),
-            outbox_depth=None if self.choice.outbox is None else self.choice.queued(),
+            outbox_depth=None if outbox is None else outbox.depth,
             paused=stats.paused,
             frames=stats.frames,
             skipped=stats.skipped,
             published=pipeline.published,
             outbox_overflowed=sink.overflowed if isinstance(sink, MqttSink) else 0,
-            outbox_dropped=self.choice.dropped(),
+            outbox_dropped=0 if outbox is None else outbox.dropped_total - self.choice.dropped_before,
+            camera_dropped=None if self.camera is None else self.camera.dropped,
+            camera_clock_steps=None if self.camera is None else self.camera.clock_steps,
             thermal_path=self.thermal_path,
             throttled_path=self.throttled_path,
         )
-        self.last = status
         self.notifier.status(ds.status_line(status))
         if isinstance(sink, MqttSink):
             sink.publisher.publish_status(status)
@@ -286,12 +276,10 @@ def run_live(
     notifier = Notifier.from_env(environ)
     panel = open_panel(config, flag, pin_factory)
     try:
-        stats.led = None if panel is None else panel.led.state
-        det_config = detector_config(config, None, None)
         positions, reader, first_fix = open_positions(config)
         # a recorded video starts at its track's first fix; live (gpsd) at the wall clock
         start = first_fix if first_fix is not None else utc_now()
-        detector = load_detector(det_config)
+        detector = load_detector(config.detector)
         with open_frames(config, start, picamera2_module) as source:
             width, _ = source.size
             camera = camera_model(config, width)
@@ -305,12 +293,12 @@ def run_live(
                     notifier,
                     choice,
                     reader,
+                    source,
                     interval_s=status_interval_s,
                     thermal_path=thermal_path,
                     throttled_path=throttled_path,
                 )
                 notifier.ready(f"camera ({config.camera.source}) and model up")
-                stats.ready = True
                 _frame_loop(source, pipeline, positions, reader, panel, notifier, reporter, flag, stats)
                 notifier.stopping()
                 if flag:
@@ -322,7 +310,7 @@ def run_live(
                 choice.sink.close()
     except Exception:
         if panel is not None:
-            _show_error(panel, stats, flag, error_hold_s)
+            _show_error(panel, flag, error_hold_s)
         raise
     finally:
         if panel is not None:
@@ -330,11 +318,10 @@ def run_live(
     return 0
 
 
-def _show_error(panel: Panel, stats: LiveStats, flag: StopFlag, hold_s: float) -> None:
+def _show_error(panel: Panel, flag: StopFlag, hold_s: float) -> None:
     """ERROR on the LED for ``hold_s`` (a stop request ends it early), so the rider sees why it stopped."""
     try:
         panel.set_state(LedState.ERROR)
-        stats.led = panel.led.state
     except Exception:  # the pins themselves failed: nothing to show
         log.debug("cannot show ERROR on the LED", exc_info=True)
         return
@@ -365,7 +352,6 @@ def _frame_loop(
                 stats.paused = panel.paused
                 # while paused the panel shows PAUSED, unless this is ERROR (gpsd lost)
                 panel.set_state(fix_led_state(reader, positions, frame))
-                stats.led = panel.led.state
             if stats.paused:
                 stats.skipped += 1  # read (the camera and the watchdog stay alive), never detected
                 reporter.maybe(pipeline, stats)
@@ -373,9 +359,8 @@ def _frame_loop(
             before = pipeline.published
             pipeline.process(frame)
             stats.frames += 1
-            if panel is not None:
-                for _ in range(pipeline.published - before):
-                    panel.sighting()
+            if panel is not None and pipeline.published > before:
+                panel.sighting()  # once per frame: a second beep would only cut the first short
             progress.update(pipeline, started)
             reporter.maybe(pipeline, stats)
     finally:

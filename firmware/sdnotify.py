@@ -69,11 +69,6 @@ class Notifier:
         return cls(address, watchdog_usec=watchdog_usec, clock=clock)
 
     @property
-    def enabled(self) -> bool:
-        """True when running under systemd with a notification socket."""
-        return self._address is not None
-
-    @property
     def watchdog_interval_s(self) -> float | None:
         """The interval systemd expects watchdog pings within, in seconds; None if no watchdog."""
         if self._address is None or self._watchdog_usec == 0:

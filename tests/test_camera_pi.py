@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import fake_picamera2
-import numpy as np
 import pytest
 
 from firmware.camera_pi import (
@@ -50,7 +49,6 @@ def test_frames_size_bgr_and_times() -> None:
         frames = list(itertools.islice(src, 5))
         cam = _cam()
         offset = src.wall_offset_ns
-    assert offset is not None
     assert before - 1_000_000 <= offset <= after + 1_000_000
     for i, frame in enumerate(frames):
         request = cam.requests[i]
@@ -95,21 +93,10 @@ def test_long_run_never_holds_more_buffers_than_configured() -> None:
     assert sum(r.released for r in cam.requests) == 50
 
 
-def test_released_request_cannot_be_read() -> None:
-    cam = fake_picamera2.Picamera2()
-    cam.configure(cam.create_video_configuration(main={"size": (8, 8), "format": "RGB888"}))
-    cam.start()
-    with cam.captured_request() as req:
-        pass
-    with pytest.raises(RuntimeError, match="released"):
-        req.make_array("main")
-
-
 def test_configuration_and_controls_on_af_camera() -> None:
     settings = PiCameraSettings(width=64, height=48, fps=12.5, max_exposure_us=3000, lens_position_dioptre=0.2)
-    with PiCameraSource(settings, fake_picamera2.module()) as src:
+    with PiCameraSource(settings, fake_picamera2.module()):
         cam = _cam()
-        assert src.has_af
         config = cam.camera_configuration()
         assert config["main"] == {"size": (64, 48), "format": "RGB888"}
         assert config["buffer_count"] == 3
@@ -135,7 +122,6 @@ def test_fixed_focus_camera_gets_no_af_controls(caplog: pytest.LogCaptureFixture
     with PiCameraSource(SMALL, fake_picamera2.module(af=False)) as src:
         frames = list(itertools.islice(src, 2))
         cam = _cam()
-    assert not src.has_af
     assert len(frames) == 2
     for sent in cam.controls_log:
         assert "AfMode" not in sent and "LensPosition" not in sent
@@ -163,10 +149,10 @@ def test_exposure_governor_pins_and_releases() -> None:
         next(it)
         assert src.exposure_pinned
         assert cam.controls_log[-1] == {"ExposureTime": 4000}
-        next(it)
+        sent = len(cam.controls_log)
+        next(it)  # at the cap, gain 3: stays pinned, nothing sent
         assert src.exposure_pinned
-        assert src.last_exposure_us == 4000
-        assert src.last_gain == 3.0
+        assert len(cam.controls_log) == sent
         it.close()
 
 
@@ -200,12 +186,6 @@ def test_libcamera_05_gets_exposure_time_mode_and_no_ae_enable(af: bool) -> None
     assert ("AfMode" in sent) is af
     for controls in cam.controls_log:
         assert set(controls) <= set(cam.camera_controls)
-
-
-def test_fake_refuses_controls_the_camera_does_not_advertise() -> None:
-    cam = fake_picamera2.module(libcamera_05=True).Picamera2()
-    with pytest.raises(RuntimeError, match="not advertised"):
-        cam.set_controls({"AeEnable": True})
 
 
 def test_dropped_frames_show_as_index_gaps() -> None:
@@ -332,4 +312,3 @@ def test_close_is_idempotent() -> None:
     src.close()
     src.close()
     assert _cam().closed
-    assert np.all(np.asarray(_cam().main_size) == (64, 48))

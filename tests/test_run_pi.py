@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,15 +31,23 @@ from PIL import Image
 from firmware import device_status as ds
 from firmware import replay_cli, run_cli
 from firmware.camera_pi import CameraError
+from firmware.frames import Frame
+from firmware.gpio import LedState, Panel
 from firmware.outbox import Outbox
 from firmware.position.fix import FixMode
 from firmware.position.gpsd import GpsdState
+from firmware.sdnotify import Notifier
 from tests.mqtt_broker import Broker, Subscriber, broker_factory_fixture, broker_fixture, free_port  # noqa: F401
-from tests.test_gpio import group_sizes, pulses
+from tests.test_frames import _write_video
+from tests.test_gpio import group_sizes, pulses, wait_for
 from tests.test_pipeline import T0, bike_at, draw, write_gpx
 
 BUTTON = 22
 LED = 17
+
+
+PANELS: list[Panel] = []
+"""The [gpio] panels ``sousveil run`` opened in this test (see ``led``)."""
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +56,22 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(replay_cli, "LOCAL_BROKER", ("127.0.0.1", free_port()))
     fake_picamera2.Picamera2.instances.clear()
+    PANELS.clear()
+    open_panel = run_cli.open_panel
+
+    def recording(*args: Any, **kwargs: Any) -> Panel | None:
+        panel = open_panel(*args, **kwargs)
+        if panel is not None:
+            PANELS.append(panel)
+        return panel
+
+    monkeypatch.setattr(run_cli, "open_panel", recording)
+
+
+def led() -> str | None:
+    """The state the LED shows now (its blink pattern per state: tests/test_gpio.py); None when
+    no panel was opened, or after it closed."""
+    return PANELS[-1].led.state if PANELS else None
 
 
 class NotifySocket:
@@ -86,15 +110,6 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
         yield sock
     finally:
         sock.close()
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 def write_gpx_now(path: Path, seconds: int) -> Path:
@@ -152,55 +167,39 @@ class LiveRun:
 def test_picamera2_notify_and_button(
     tmp_path: Path, notify_socket: NotifySocket, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    address = notify_socket.address
     factory = MockFactory()
-    stats = run_cli.LiveStats()
-    flag = run_cli.StopFlag()
-    result: list[int | BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(
-                run_cli.run_live(
-                    pi_config(tmp_path, gpio=True),
-                    flag=flag,
-                    picamera2_module=fake_picamera2.module(),
-                    pin_factory=factory,
-                    environ={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "20000"},
-                    status_interval_s=0.05,
-                    stats=stats,
-                    thermal_path=tmp_path / "none",
-                    throttled_path=tmp_path / "none",
-                )
-            )
-        except BaseException as exc:
-            result.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
+    run = LiveRun(
+        pi_config(tmp_path, gpio=True),
+        fake_picamera2.module(),
+        pin_factory=factory,
+        environ={"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "20000"},
+        status_interval_s=0.05,
+        thermal_path=tmp_path / "none",
+        throttled_path=tmp_path / "none",
+    )
+    stats = run.stats
     try:
         pin = factory.pin(BUTTON)
-        assert wait_for(lambda: stats.frames >= 3), result
-        assert stats.led == "running"  # the GPX track has fixes
+        assert wait_for(lambda: stats.frames >= 3), run.result
+        assert led() == LedState.RUNNING  # the GPX track has fixes
         pin.drive_low()  # short press: pause
         time.sleep(0.05)
         pin.drive_high()
         assert wait_for(lambda: stats.skipped >= 3)
-        assert stats.paused and stats.led == "paused"
+        assert stats.paused and led() == LedState.PAUSED
         frames = stats.frames
         time.sleep(0.1)
         assert stats.frames == frames  # nothing processed while paused
         pin.drive_low()  # short press: resume
         time.sleep(0.05)
         pin.drive_high()
-        assert wait_for(lambda: stats.frames >= frames + 3), (stats, result)
-        assert not stats.paused and stats.led == "running"
+        assert wait_for(lambda: stats.frames >= frames + 3), (stats, run.result)
+        assert not stats.paused and led() == LedState.RUNNING
         pin.drive_low()  # long press: clean shutdown
-        thread.join(10)
+        run.thread.join(10)
         pin.drive_high()
     finally:
-        flag.stop("test teardown")
-        thread.join(10)
+        result = run.stop()
     assert result == [0]
     messages = notify_socket.close()
     assert messages[0].startswith("READY=1")
@@ -212,27 +211,15 @@ def test_picamera2_notify_and_button(
 
 
 def test_picamera2_without_gpio_stops_on_flag(tmp_path: Path, notify_socket: NotifySocket) -> None:
-    address = notify_socket.address
-    stats = run_cli.LiveStats()
-    flag = run_cli.StopFlag()
-    result: list[int] = []
-    thread = threading.Thread(
-        target=lambda: result.append(
-            run_cli.run_live(
-                pi_config(tmp_path, gpio=False),
-                flag=flag,
-                picamera2_module=fake_picamera2.module(af=False),
-                environ={"NOTIFY_SOCKET": address},
-                stats=stats,
-            )
-        ),
-        daemon=True,
+    run = LiveRun(
+        pi_config(tmp_path, gpio=False),
+        fake_picamera2.module(af=False),
+        environ={"NOTIFY_SOCKET": notify_socket.address},
     )
-    thread.start()
-    assert wait_for(lambda: stats.frames >= 3)
-    flag.set(15)
-    thread.join(10)
-    assert result == [0] and stats.led is None and stats.skipped == 0
+    assert wait_for(lambda: run.stats.frames >= 3), run.result
+    run.flag.set(signal.SIGTERM)
+    run.thread.join(10)
+    assert run.result == [0] and PANELS == [] and run.stats.skipped == 0
     messages = notify_socket.close()
     assert messages[0].startswith("READY=1") and messages[-1] == "STOPPING=1"
     assert "WATCHDOG=1" not in messages  # no WATCHDOG_USEC: no pings
@@ -250,12 +237,12 @@ def test_config_reads_gpio_and_camera_keys(tmp_path: Path) -> None:
     c = load_config(config, state_dir=tmp_path)
     assert (c.camera.max_exposure_us, c.camera.focus, c.camera.lens_position_dioptre) == (2000, "continuous", 0.5)
     assert c.gpio.enabled and c.gpio.settings().buzzer_pin is None and c.gpio.settings().led_pin == 5
-    assert run_cli.picamera2_settings(c).focus == "continuous"
+    assert c.camera.picamera2().focus == "continuous" and c.camera.picamera2().max_exposure_us == 2000
     config.write_text("[gpio]\nled_pin = 22\n", encoding="utf-8")  # same as the button
     with pytest.raises(ConfigFileError, match="gpio"):
         load_config(config, state_dir=tmp_path)
     config.write_text("[camera]\nfps = 10.0\nmax_exposure_us = 200000\n", encoding="utf-8")
-    with pytest.raises(ConfigFileError, match=r"camera\.max_exposure_us"):
+    with pytest.raises(ConfigFileError, match=r"camera\.max_exposure_us: 200000 µs does not fit in one frame"):
         load_config(config, state_dir=tmp_path)
 
 
@@ -277,12 +264,24 @@ def test_device_status_reads_sysfs_files(tmp_path: Path) -> None:
     assert status["gps_acc_m"] == 4.5 and status["gps_sats_used"] == 9
     assert "9.9 fps" in ds.status_line(status) and "gps mode 3 ±4 m 9 sats" in ds.status_line(status)
     assert status["outbox_overflowed"] == 0 and "outbox full" not in ds.status_line(status)
+    assert status["camera_dropped"] is None and status["camera_clock_steps"] is None  # not the Pi camera
+    assert "camera" not in ds.status_line(status)
     full = ds.device_status(
-        fps=9.0, inference_ms=60.0, gps=gps, outbox_depth=100, paused=False, outbox_overflowed=2, outbox_dropped=5
+        fps=9.0,
+        inference_ms=60.0,
+        gps=gps,
+        outbox_depth=100,
+        paused=False,
+        outbox_overflowed=2,
+        outbox_dropped=5,
+        camera_dropped=7,
+        camera_clock_steps=1,
     )
     assert (full["outbox_overflowed"], full["outbox_dropped"]) == (2, 5)
+    assert (full["camera_dropped"], full["camera_clock_steps"]) == (7, 1)
     line = ds.status_line(full)
     assert "outbox full: 2 in its overflow file" in line and "outbox full: 5 dropped" in line
+    assert "camera dropped 7 frames" in line
     json.dumps(status)  # JSON-ready
     no_sky = ds.device_status(
         fps=None,
@@ -333,7 +332,7 @@ def test_led_waits_for_a_current_fix_not_any_fix(tmp_path: Path) -> None:
     )
     try:
         assert wait_for(lambda: run.stats.frames >= 3), run.result
-        assert run.stats.led == "waiting_for_fix"
+        assert led() == LedState.WAITING_FOR_FIX
     finally:
         assert run.stop() == [0]
 
@@ -387,7 +386,6 @@ def test_led_follows_gpsd_fix_mode_age_and_loss(tmp_path: Path) -> None:
         pin_factory=factory,
         environ={},
     )
-    led = lambda: run.stats.led  # noqa: E731
     try:
         assert gpsd.connected.wait(30) and wait_for(lambda: run.stats.frames >= 2), run.result
         assert wait_for(lambda: led() == "waiting_for_fix")  # connected, no TPV yet
@@ -421,19 +419,19 @@ def test_a_failure_shows_error_on_the_led_before_exiting(tmp_path: Path) -> None
         environ={},
         error_hold_s=3.0,
     )
-    assert wait_for(lambda: run.stats.led == "error", 60), run.result
+    assert wait_for(lambda: led() == LedState.ERROR, 60), run.result
     seen = time.monotonic()
-    led = factory.pin(LED)
-    led.clear_states()
+    pin = factory.pin(LED)
+    pin.clear_states()
     time.sleep(2.4)  # two 1.08 s cycles (3 x 0.16 s, 0.6 s dark): one whole group between two gaps
-    states = [(s.timestamp, bool(s.state)) for s in led.states]
+    states = [(s.timestamp, bool(s.state)) for s in pin.states]
     assert run.result == []  # still holding the ERROR pattern
     run.thread.join(10)
     assert run.finished_at is not None and run.finished_at - seen >= 2.5
     assert len(run.result) == 1 and isinstance(run.result[0], CameraError), run.result
     assert "no camera 0" in str(run.result[0])
     assert 3 in group_sizes(pulses(states)), pulses(states)  # the triple blink
-    assert not led.state  # closed: off
+    assert not pin.state and led() is None  # closed: off
 
 
 def test_a_stop_request_cuts_the_error_hold_short(tmp_path: Path) -> None:
@@ -444,10 +442,107 @@ def test_a_stop_request_cuts_the_error_hold_short(tmp_path: Path) -> None:
         environ={},
         error_hold_s=60.0,
     )
-    assert wait_for(lambda: run.stats.led == "error", 60), run.result
+    assert wait_for(lambda: led() == LedState.ERROR, 60), run.result
     run.flag.set(signal.SIGTERM)
     run.thread.join(3)
     assert not run.thread.is_alive() and isinstance(run.result[0], CameraError)
+
+
+# ---- the status: the camera's own counts; the buzzer: once per frame ----
+
+
+class DroppingCamera(fake_picamera2.Picamera2):
+    """A camera that drops frames 3 and 4 (the pipeline fell behind, every buffer was held)."""
+
+    def __init__(self, camera_num: int = 0) -> None:
+        super().__init__(camera_num)
+        self.skip = {3, 4}
+
+
+def test_status_counts_the_frames_the_camera_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict[str, Any]] = []
+    device_status = ds.device_status
+
+    def recording(**kwargs: Any) -> dict[str, Any]:
+        status = device_status(**kwargs)
+        sent.append(status)
+        return status
+
+    monkeypatch.setattr(ds, "device_status", recording)
+    run = LiveRun(
+        pi_config(tmp_path, gpio=False), SimpleNamespace(Picamera2=DroppingCamera), environ={}, status_interval_s=0.01
+    )
+    try:
+        assert wait_for(lambda: any(s["camera_dropped"] == 2 for s in sent), 60), (sent[-1:], run.result)
+        assert all(isinstance(s["camera_clock_steps"], int) for s in sent)
+        assert "camera dropped 2 frames" in ds.status_line(sent[-1])
+    finally:
+        assert run.stop() == [0]
+
+
+class StubPipeline:
+    """Frame k publishes ``per_frame[k]`` sightings."""
+
+    def __init__(self, per_frame: list[int]) -> None:
+        self.per_frame = per_frame
+        self.published = 0
+        self.detector = None
+
+    def process(self, frame: Frame) -> None:
+        self.published += self.per_frame[frame.index]
+
+
+class StubPanel:
+    paused = False
+
+    def __init__(self, pipeline: StubPipeline) -> None:
+        self.pipeline = pipeline
+        self.signals: list[int] = []  # pipeline.published at each beep
+
+    def set_state(self, state: LedState) -> None:
+        pass
+
+    def sighting(self) -> None:
+        self.signals.append(self.pipeline.published)
+
+
+def test_one_beep_per_frame_however_many_sightings_it_published() -> None:
+    """A frame that publishes three sightings beeps once: each beep would cut the one before short."""
+    pipeline = StubPipeline([0, 3, 0, 1])
+    panel = StubPanel(pipeline)
+    frames = [Frame(np.zeros((2, 2, 3), np.uint8), True, k, T0 + timedelta(seconds=k), k, "stub") for k in range(4)]
+    run_cli._frame_loop(
+        frames,  # type: ignore[arg-type]
+        pipeline,  # type: ignore[arg-type]
+        SimpleNamespace(at=lambda t: None, max_gap_s=2.0),  # type: ignore[arg-type]
+        None,
+        panel,  # type: ignore[arg-type]
+        Notifier(None),
+        SimpleNamespace(maybe=lambda pipeline, stats: None),  # type: ignore[arg-type]
+        run_cli.StopFlag(),
+        run_cli.LiveStats(),
+    )
+    assert panel.signals == [3, 4]
+
+
+# ---- a recorded video runs at [camera] fps, as the camera would ----
+
+
+def test_a_video_is_thinned_to_the_camera_fps(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    video = tmp_path / "ride30.mp4"
+    _write_video(video, [round(k * 1000 / 30) for k in range(30)], fps=30)  # 1 s at 30 fps
+    config = tmp_path / "video.toml"
+    config.write_text(
+        "[detector]\nnum_threads = 2\n"
+        f"[camera]\nsource = 'video'\npath = '{video}'\nfps = 10.0\n"
+        f"[gps]\nsource = 'gpx'\npath = '{write_gpx(tmp_path / 'ride.gpx', 10)}'\n"
+        f"[output]\nfile = '{tmp_path / 'out.jsonl'}'\n",
+        encoding="utf-8",
+    )
+    stats = run_cli.LiveStats()
+    assert run_cli.run_live(config, stats=stats, environ={}) == 0
+    assert stats.frames == 10  # a third of the 30
 
 
 # ---- the watchdog: fed by frames only ----
@@ -477,7 +572,7 @@ def test_a_hung_camera_stops_the_watchdog(tmp_path: Path, notify_socket: NotifyS
         assert cam.hanging.wait(60), run.result
         time.sleep(0.1)  # datagrams in flight
         before = pings()
-        assert before >= 1 and run.stats.ready
+        assert before >= 1 and notify_socket.messages[0].startswith("READY=1")
         time.sleep(0.6)  # 30 watchdog intervals: systemd would have killed it long ago
         assert pings() == before, "WATCHDOG=1 sent while the camera hung"
         assert run.thread.is_alive()

@@ -50,7 +50,6 @@ def received(sock: socket.socket) -> list[str]:
 def test_ready_status_stopping_reach_a_path_socket(listener: tuple[socket.socket, str]) -> None:
     sock, path = listener
     notifier = Notifier.from_env({"NOTIFY_SOCKET": path})
-    assert notifier.enabled
 
     notifier.ready()
     notifier.ready("camera and model up")
@@ -145,7 +144,6 @@ def test_missing_env_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
         monkeypatch.delenv(name, raising=False)
     notifier = Notifier.from_env()  # reads os.environ
-    assert not notifier.enabled
     assert notifier.watchdog_interval_s is None
     notifier.ready("up")
     notifier.status("x")
@@ -155,15 +153,23 @@ def test_missing_env_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_watchdog_usec_without_socket_is_a_no_op() -> None:
     notifier = Notifier.from_env({"WATCHDOG_USEC": "30000000"})
-    assert not notifier.enabled
     assert notifier.watchdog_interval_s is None
     notifier.watchdog()
 
 
-def test_relative_notify_socket_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="firmware.sdnotify"):
-        notifier = Notifier.from_env({"NOTIFY_SOCKET": "relative/notify"})
-    assert not notifier.enabled
+def test_relative_notify_socket_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "relative").mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("relative/notify")  # something listens there: still nothing is sent
+        with caplog.at_level(logging.WARNING, logger="firmware.sdnotify"):
+            notifier = Notifier.from_env({"NOTIFY_SOCKET": "relative/notify", "WATCHDOG_USEC": "1000000"})
+        notifier.ready("up")
+        notifier.watchdog()
+        assert received(sock) == []
+    assert notifier.watchdog_interval_s is None
     assert "NOTIFY_SOCKET" in caplog.text
 
 
