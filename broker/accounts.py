@@ -26,14 +26,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from firmware.files import write_atomic
 from firmware.geohash import DEFAULT_TOPIC_PRECISION
+from firmware.mqtt import DEFAULT_PREFIX
+from firmware.privacy import new_device_id
+from firmware.sighting import DEVICE_ID
 
 Role = Literal["device", "reader"]
-DEFAULT_PREFIX = "sousveil/v1"
 PASSWD, ACL, ACL_LOCAL, REGISTRY = "passwd", "acl", "acl.local", "accounts.json"
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 writes; mosquitto reads the count from each line
 SALT_BYTES = 12
-DEVICE_ID = re.compile(r"[0-9a-f]{16}")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PREFIX = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 
@@ -73,7 +75,8 @@ def hash_password(password: str, salt: bytes | None = None, iterations: int = PB
 
 
 def check_password(password: str, hashed: str) -> bool:
-    """True when ``password`` matches a ``$7$`` hash (for tests and ``list --check``)."""
+    """True when ``password`` matches a ``$7$`` hash. Test support: tests/test_broker_accounts.py
+    holds ``hash_password`` to lines that mosquitto_passwd wrote with it."""
     parts = hashed.split("$")
     if len(parts) != 5 or parts[1] != "7":
         return False
@@ -161,29 +164,6 @@ def format_registry(accounts: list[Account]) -> str:
 # ---- files ---------------------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, text: str, mode: int) -> None:
-    """Replace ``path`` with ``text`` (temp file + fsync + rename) at ``mode``, keeping the old owner/group."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # whatever the umask
-        try:
-            st = path.stat()
-            os.fchown(fd, st.st_uid, st.st_gid)
-        except FileNotFoundError:
-            pass
-        except PermissionError:  # not root: the new file is ours, as it was before
-            pass
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-
-
 def write_new_secret(path: Path, text: str) -> None:
     """Create ``path`` (mode 0600) holding ``text``; refuse to overwrite an existing file."""
     try:
@@ -226,7 +206,7 @@ class BrokerAccounts:
         self, name: str, out_dir: Path, prefix: str = DEFAULT_PREFIX, device_id: str | None = None
     ) -> Enrolment:
         """A new device account with a fresh id (or ``device_id``); its password goes to ``out_dir/NAME.pass``."""
-        device = secrets.token_hex(8) if device_id is None else device_id
+        device = new_device_id() if device_id is None else device_id
         if not DEVICE_ID.fullmatch(device):
             raise AccountError(f"device id {device!r} is not 16 lowercase hex digits")
         return self._add(Account(name, device, "device", prefix, utc_now()), out_dir)
@@ -281,9 +261,9 @@ class BrokerAccounts:
         except FileNotFoundError:
             local = ""
         # passwd first: a crash in between leaves at worst a login with no ACL rights (it can publish nothing)
-        write_atomic(self.passwd, format_passwd(passwd), 0o640)
-        write_atomic(self.acl, format_acl(accounts, local), 0o640)
-        write_atomic(self.registry, format_registry(accounts), 0o600)
+        write_atomic(self.passwd, format_passwd(passwd).encode(), 0o640, keep_owner=True)
+        write_atomic(self.acl, format_acl(accounts, local).encode(), 0o640, keep_owner=True)
+        write_atomic(self.registry, format_registry(accounts).encode(), 0o600, keep_owner=True)
 
     def regenerate_acl(self) -> None:
         """Rewrite the ACL from the registry and ``acl.local`` (after editing acl.local)."""

@@ -14,7 +14,8 @@ import socket
 import sys
 from pathlib import Path
 
-from broker.accounts import DEFAULT_PREFIX, Account, AccountError, BrokerAccounts, Enrolment
+from broker.accounts import Account, AccountError, BrokerAccounts, Enrolment
+from firmware.mqtt import DEFAULT_PREFIX
 
 DEFAULT_DIR = Path("/etc/mosquitto/sousveil")
 DEFAULT_PORT = 8883

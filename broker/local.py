@@ -1,8 +1,9 @@
 """A local mosquitto running the shipped map-broker config (deploy/broker/mosquitto.conf) in one folder.
 
-For the tests and scripts/bench_broker.py: the config's ``/etc/mosquitto/sousveil`` paths point
-into ``directory``, the listener moves to ``bind``:``port``, and what Debian's main config
-would add (persistence location, log file, the user to run as) is appended.
+For the tests and the benchmarks (scripts/bench_*.py): the shipped config's
+``/etc/mosquitto/sousveil`` paths point into ``directory``, the listener moves to
+``bind``:``port``, and what Debian's main config would add (persistence location, log file,
+the user to run as) is appended. ``LocalBroker`` also runs any other config text.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -71,7 +71,9 @@ def make_tls(directory: Path, *names: str) -> Path:
 
 
 class LocalBroker:
-    """mosquitto with ``conf_text`` written to ``directory/mosquitto.conf``; ``start``, ``reload``, ``stop``."""
+    """mosquitto with ``conf_text`` written to ``directory/mosquitto.conf``; ``start``, ``stop``.
+
+    ``start`` reads the file then, so a caller may edit ``conf`` in between."""
 
     def __init__(self, directory: Path, conf_text: str, port: int) -> None:
         self.dir = directory
@@ -110,11 +112,6 @@ class LocalBroker:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-    def reload(self) -> None:
-        """SIGHUP: mosquitto reads the password file and ACL again (``systemctl reload mosquitto``)."""
-        assert self.proc is not None, "not started"
-        self.proc.send_signal(signal.SIGHUP)
 
     def wait_log(self, text: str, timeout: float = 5.0, after: int = 0) -> bool:
         """True once ``text`` appears in the log beyond byte ``after``."""

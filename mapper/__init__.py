@@ -10,3 +10,11 @@ The flow, one module each::
 
 ``sousveil map run|export|serve`` (mapper/cli.py) drives it.
 """
+
+from typing import Final
+
+# What ``sousveil map``'s argument parser needs, kept here so that building it (every
+# ``sousveil`` command does) imports none of the modules above.
+DEFAULT_GROUP: Final = "sousveil-mapper"  # the subscriber's MQTT v5 share group
+FORMATS: Final = ("geojson", "osm", "csv", "kml")  # mapper.export's writers
+FORMAT_OF_SUFFIX: Final = {".geojson": "geojson", ".json": "geojson", ".osm": "osm", ".csv": "csv", ".kml": "kml"}

@@ -7,22 +7,24 @@ Every subcommand takes ``--store`` (default ``$SOUSVEIL_STATE_DIR/map.db``, else
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.config import default_state_dir
-from firmware.mqtt import DEFAULT_PREFIX, MqttConfigError, MqttSettings
+from firmware.mqtt import DEFAULT_PREFIX, MqttConfigError
 from firmware.run_cli import StopFlag, stop_on_signals
-from mapper.export import FORMATS, ExportError, export
-from mapper.fusion import Fusion
-from mapper.store import SqliteStore, StoreError
-from mapper.subscriber import DEFAULT_GROUP, MapSubscriber, SubscriberSettings
-from mapper.validate import Checked, Rejected, RejectLog, check_message
+from mapper import DEFAULT_GROUP, FORMAT_OF_SUFFIX, FORMATS
+
+# the mapper's modules (numpy, SQLite, fastjsonschema) are imported by the commands that use
+# them: every ``sousveil`` command builds this parser
+if TYPE_CHECKING:
+    from mapper.store import SqliteStore
 
 EXIT_OK, EXIT_ERROR = 0, 2
 
@@ -82,7 +84,17 @@ def add_parser(sub: Any) -> None:
 
 
 def _store(args: argparse.Namespace) -> SqliteStore:
+    from mapper.store import SqliteStore
+
     return SqliteStore(args.store or default_state_dir() / "map.db")
+
+
+def _reported() -> tuple[type[Exception], ...]:
+    """The errors a command reports in one line (their modules are loaded once one is raised)."""
+    from mapper.export import ExportError
+    from mapper.store import StoreError
+
+    return (StoreError, ExportError, MqttConfigError, ValueError, OSError)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,14 +108,17 @@ def run(args: argparse.Namespace) -> int:
     }
     try:
         return handlers[args.map_command](args)
-    except (StoreError, ExportError, MqttConfigError, ValueError, OSError) as err:
-        if args.debug:
+    except Exception as err:
+        if args.debug or not isinstance(err, _reported()):
             raise
         print(f"sousveil map: {err}", file=sys.stderr)
         return EXIT_ERROR
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from firmware.mqtt import MqttSettings
+    from mapper.subscriber import MapSubscriber, SubscriberSettings
+
     tls = args.tls or args.ca_file is not None
     settings = MqttSettings(
         host=args.host,
@@ -144,11 +159,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def file_topic(line: bytes) -> str:
+    """The topic the device would have published ``line`` on (the estimate's cell, else the
+    observer's, and the device), read with a plain JSON parse; a placeholder sighting topic when
+    the line has none, so that check_message names what is wrong with it (json, schema, ...)."""
+    from firmware.geohash import sighting_topic
+
+    try:
+        o = json.loads(line)
+        where = o["estimate"] if o["estimate"] is not None else o["observer"]
+        return sighting_topic(DEFAULT_PREFIX, where["lat_deg"], where["lon_deg"], o["device"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return sighting_topic(DEFAULT_PREFIX, 0.0, 0.0, "0" * 16)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Each line a sighting as the device's file sink writes it, checked on the topic the device
     would have published it on; counted like the subscriber's."""
-    from firmware.mqtt import topic_for
-    from firmware.sighting import SightingError, from_json
+    from mapper.fusion import Fusion
+    from mapper.validate import Checked, Rejected, RejectLog, check_message
 
     store = _store(args)
     rejects = RejectLog()
@@ -157,24 +186,22 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         for path in args.files:
             with path.open("rb") as fh:
-                batch = []
+                batch: list[Checked] = []
+                mine: Counter[str] = Counter()
                 for n, raw in enumerate(fh, 1):
                     line = raw.strip()
                     if not line:
                         continue
-                    try:
-                        result: Checked | Rejected = check_message(topic_for(from_json(line)), line)
-                    except SightingError as e:
-                        result = Rejected("contract", str(e))
+                    result = check_message(file_topic(line), line)
                     if isinstance(result, Rejected):
                         rejects.add(result, f"{path}:{n}")
-                        refused[result.reason] += 1
+                        mine[result.reason] += 1
                     else:
                         batch.append(result)
-                new = store.add_checked(batch)
+                new = store.add_checked(batch, refused=mine)  # counted with the duplicates
+                refused += mine
                 stored += sum(new)
                 dups += len(new) - sum(new)
-        store.add_rejections(refused + Counter({"duplicate": dups}))
         fused = Fusion(store).run()
         print(f"imported {stored} sightings ({dups} already known, {refused.total()} refused); fused {fused}")
     finally:
@@ -183,6 +210,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
+    from mapper.fusion import Fusion
+
     store = _store(args)
     try:
         t0 = time.perf_counter()
@@ -194,12 +223,13 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from mapper.export import export
+
     fmt = args.format
     if fmt is None:
         if args.out == "-":
             raise ValueError("--format is needed when writing to standard output")
-        suffix = Path(args.out).suffix.lower().lstrip(".")
-        fmt = {"json": "geojson", "geojson": "geojson", "osm": "osm", "csv": "csv", "kml": "kml"}.get(suffix)
+        fmt = FORMAT_OF_SUFFIX.get(Path(args.out).suffix.lower())
         if fmt is None:
             raise ValueError(f"cannot tell the format from {args.out!r}: use --format {'|'.join(FORMATS)}")
     min_conf = args.min_confidence if args.min_confidence is not None else (0.5 if fmt == "osm" else 0.0)

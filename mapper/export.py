@@ -24,14 +24,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
 
+from firmware.geometry import from_local
 from firmware.position.interpolate import distance_m
 from firmware.sighting import format_utc
+from mapper import FORMATS
 from mapper.entity import Entity, EntityRay
 from mapper.store import Store
 
-Format = Literal["geojson", "osm", "csv", "kml"]
-FORMATS: Final = ("geojson", "osm", "csv", "kml")
-SUFFIXES: Final = {"geojson": ".geojson", "osm": ".osm", "csv": ".csv", "kml": ".kml"}
+Format = Literal["geojson", "osm", "csv", "kml"]  # FORMATS (in mapper/__init__.py, light for the CLI's parser)
 GENERATOR: Final = "sousveil-mapper"
 PLACES: Final = 7  # decimal places of a coordinate (about 1 cm)
 OSM_MAX_VALUE: Final = 255  # characters; the OSM API refuses longer keys and values
@@ -56,7 +56,6 @@ CSV_FIELDS: Final = (
     "method",
 )
 KML_NS: Final = "http://www.opengis.net/kml/2.2"
-EARTH_R_M: Final = 6_371_008.8
 # characters XML 1.0 cannot carry at all (not even escaped)
 _XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -76,16 +75,6 @@ def _coord(x: float) -> float:
 def _xml_text(s: str) -> str:
     """``s`` with characters XML 1.0 cannot carry replaced by U+FFFD (ElementTree escapes the rest)."""
     return _XML_ILLEGAL.sub("\ufffd", s)
-
-
-def destination(lat_deg: float, lon_deg: float, bearing_deg: float, dist_m: float) -> tuple[float, float]:
-    """The point ``dist_m`` metres from (lat, lon) along ``bearing_deg`` (great circle): (lat, lon)."""
-    p1, l1, b = math.radians(lat_deg), math.radians(lon_deg), math.radians(bearing_deg)
-    d = dist_m / EARTH_R_M
-    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
-    l2 = l1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
-    lon = (math.degrees(l2) + 540.0) % 360.0 - 180.0
-    return math.degrees(p2), lon
 
 
 @contextlib.contextmanager
@@ -141,7 +130,8 @@ def ray_feature(e: Entity, r: EntityRay) -> dict[str, Any]:
     """A ray as a LineString from the rider along the bearing, about as far as the entity."""
     dist = distance_m(r.lat_deg, r.lon_deg, e.lat_deg, e.lon_deg)
     length = min(max(dist, RAY_MIN_M), RAY_MAX_M) if dist > 0.5 else RAY_DEFAULT_M
-    lat2, lon2 = destination(r.lat_deg, r.lon_deg, r.bearing_deg, length)
+    b = math.radians(r.bearing_deg)  # at most a kilometre: the local plane is exact enough
+    lat2, lon2 = from_local(length * math.sin(b), length * math.cos(b), r.lat_deg, r.lon_deg)
     return {
         "type": "Feature",
         "geometry": {

@@ -261,9 +261,10 @@ def fit(
     if solved is not None:
         fix, cov, _, keep = solved
         mean_obs = pts[keep].mean(axis=0)
-        if _spread_ok(b, keep):
+        crossing = _spread_ok(b, keep)
+        if crossing:
             fix, cov, chi2_sum = _gauss_newton(pts[keep], b[keep], sig[keep], fix)
-        if _spread_ok(b, keep) and float(np.hypot(*(fix - mean_obs))) < cfg.max_range_m:
+        if crossing and float(np.hypot(*(fix - mean_obs))) < cfg.max_range_m:
             dof = max(int(keep.sum()) - 2, 1)
             chi2 = chi2_sum / dof
             geo = float(np.trace(cov)) * max(1.0, chi2)
@@ -502,7 +503,8 @@ class _Step:
         for s in pending:
             # where to look: the device's own fix when it made one (better than one pass alone can
             # give here: it saw every frame), else ours, else the rider
-            own = fit([s], cfg) if s.estimate is None else None
+            rays = RaySet.of([s], cfg) if s.estimate is None else None
+            own = fit([s], cfg, rays=rays) if rays is not None else None
             if s.estimate is not None:
                 anchor = (s.estimate[0], s.estimate[1])
             elif own is not None and own.method == "rays":
@@ -516,7 +518,7 @@ class _Step:
                 if cost is not None and (best is None or cost < best[0]):
                     best = (cost, w)
             if best is None:
-                rays = RaySet.of([s], cfg)
+                rays = rays if rays is not None else RaySet.of([s], cfg)
                 own = own or fit([s], cfg, rays=rays)
                 w = _Working(str(uuid.uuid4()), [s], rays, own, s.first_seen_utc, dirty=True)
                 self.work[w.id] = w

@@ -3,7 +3,7 @@
 :class:`Store` is the one interface the rest of the mapper uses; :class:`SqliteStore` is the
 embedded default (one file, WAL, an R*Tree over entity positions). A PostGIS backend would
 implement the same methods (a ``geography(Point)`` column with a GiST index in place of the
-R*Tree; see docs/mapper.md).
+R*Tree; see docs/map.md).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class RayRow:
 
 @dataclass(frozen=True, slots=True)
 class SightingRow:
-    """A stored sighting, in the columns fusion reads (the full message is kept as ``body``)."""
+    """A stored sighting, in the columns fusion reads, its numbers as the message had them (the
+    message as received is kept as ``body``)."""
 
     id: str
     device: str
@@ -79,9 +80,16 @@ class Fused:
 class Store(Protocol):
     """The storage interface of the mapper (SQLite here; PostGIS can follow)."""
 
-    def add_checked(self, messages: Sequence[Checked], received_utc: datetime | None = None) -> list[bool]:
+    def add_checked(
+        self,
+        messages: Sequence[Checked],
+        received_utc: datetime | None = None,
+        refused: Mapping[str, int] | None = None,
+    ) -> list[bool]:
         """Store each message mapper.validate.check_message accepted, unless its sighting id is
-        known; True where it was new. One transaction."""
+        known; True where it was new. With ``refused`` (reason -> messages of this batch the
+        checks refused), those and this batch's duplicates are added to the rejection counts.
+        One transaction."""
         ...
 
     def pending(self, limit: int = 10_000) -> list[SightingRow]:
@@ -216,7 +224,12 @@ class SqliteStore:
 
         return self.add_checked([Checked.of(s) for s in sightings], received_utc)
 
-    def add_checked(self, messages: Sequence[Checked], received_utc: datetime | None = None) -> list[bool]:
+    def add_checked(
+        self,
+        messages: Sequence[Checked],
+        received_utc: datetime | None = None,
+        refused: Mapping[str, int] | None = None,
+    ) -> list[bool]:
         received = format_utc(received_utc or datetime.now(UTC))
 
         def pos(p: Mapping[str, float], third: str) -> str:
@@ -251,6 +264,9 @@ class SqliteStore:
                     ),
                 )
                 out.append(cur.rowcount == 1)
+            if refused is not None:
+                counts = {**refused, "duplicate": out.count(False)}
+                self._count_rejections({k: n for k, n in counts.items() if n})
             return out
 
         return self._write("sightings", run)  # type: ignore[return-value]
@@ -317,16 +333,14 @@ class SqliteStore:
             )
 
     def add_rejections(self, counts: Mapping[str, int]) -> None:
-        if not counts:
-            return
+        if counts:
+            self._write("rejection counts", self._count_rejections, counts)
 
-        def run() -> None:
-            self._db.executemany(
-                "INSERT INTO rejections VALUES (?, ?) ON CONFLICT(reason) DO UPDATE SET n = n + excluded.n",
-                list(counts.items()),
-            )
-
-        self._write("rejection counts", run)
+    def _count_rejections(self, counts: Mapping[str, int]) -> None:
+        self._db.executemany(
+            "INSERT INTO rejections VALUES (?, ?) ON CONFLICT(reason) DO UPDATE SET n = n + excluded.n",
+            list(counts.items()),
+        )
 
     # -- reading ----------------------------------------------------------------------------------
 

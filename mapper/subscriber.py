@@ -35,14 +35,13 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from firmware import geohash
 from firmware.mqtt import MqttSettings, configure_auth
-from firmware.sighting import Sighting
+from mapper import DEFAULT_GROUP
 from mapper.fusion import Fusion
 from mapper.store import Store, StoreError
 from mapper.validate import Checked, Rejected, RejectLog, check_message
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GROUP = "sousveil-mapper"
 RETRY_S = 1.0  # after a failed write to the store
 
 
@@ -83,7 +82,6 @@ class _Batch:
     messages: list[mqtt.MQTTMessage]
     good: list[Checked]
     refused: Counter[str]
-    counted: bool = False  # the refusals are in the store's counts
 
 
 @dataclass
@@ -96,15 +94,21 @@ class Counters:
 
 
 class MapSubscriber:
-    """Runs the paho client and one ingest thread; :meth:`close` drains, fuses and stops."""
+    """Runs the paho client and one ingest thread; :meth:`close` drains, fuses and stops.
+
+    ``mqtt_settings.client_id`` is required: the broker keeps this mapper's session under it.
+    ``on_stored`` gets the sighting ids of each committed batch (on the ingest thread).
+    """
 
     def __init__(
         self,
         mqtt_settings: MqttSettings,
         store: Store,
         settings: SubscriberSettings = SubscriberSettings(),
-        on_stored: Callable[[Sequence[Sighting]], None] | None = None,
+        on_stored: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
+        if not mqtt_settings.client_id:
+            raise ValueError("the mapper needs a client id: the broker keeps its session under it")
         self.mqtt = mqtt_settings
         self.store = store
         self.settings = settings
@@ -114,14 +118,12 @@ class MapSubscriber:
         self._on_stored = on_stored
         self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stop = threading.Event()
-        self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._worker = threading.Thread(target=self._work, name="mapper-ingest", daemon=True)
         self.last_error: str | None = None
-        client_id = mqtt_settings.client_id or f"sousveil-mapper-{int(time.time() * 1000) % 10**9}"
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
+            client_id=mqtt_settings.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
         )
@@ -142,7 +144,6 @@ class MapSubscriber:
             log.error("%s", self.last_error)
             return
         self.last_error = None
-        self._connected.set()
         opts = SubscribeOptions(qos=1)
         filters = self.settings.filters(self.mqtt.topic_prefix)
         client.subscribe([(f, opts) for f in filters])
@@ -166,7 +167,6 @@ class MapSubscriber:
         reason: ReasonCode,
         props: Properties | None,
     ) -> None:
-        self._connected.clear()
         self._subscribed.clear()
         if not self._stop.is_set():
             log.warning(
@@ -233,14 +233,11 @@ class MapSubscriber:
         return _Batch(messages, good, refused)
 
     def _store(self, batch: _Batch) -> None:
-        if not batch.counted:
-            self.store.add_rejections(batch.refused)
-            batch.counted = True
-        new = self.store.add_checked(batch.good) if batch.good else []
-        stored = [s for s, is_new in zip(batch.good, new, strict=True) if is_new]
+        # one transaction: the new sightings, the refusals and the duplicates (a failed one is
+        # tried again whole, so nothing is counted twice)
+        new = self.store.add_checked(batch.good, refused=batch.refused)
+        stored = [c.obj["id"] for c, is_new in zip(batch.good, new, strict=True) if is_new]
         dups = len(batch.good) - len(stored)
-        if dups:
-            self.store.add_rejections({"duplicate": dups})
         for msg in batch.messages:  # committed (or refused): now the broker may forget them
             if msg.qos > 0:
                 self._client.ack(msg.mid, msg.qos)
@@ -251,7 +248,7 @@ class MapSubscriber:
         c.rejected += len(batch.messages) - len(batch.good)
         self.last_error = None
         if stored and self._on_stored is not None:
-            self._on_stored([c.sighting() for c in stored])
+            self._on_stored(stored)
 
     def _fuse(self) -> int:
         """One fusion step; the number of sightings it fused (0 when it failed)."""

@@ -45,7 +45,7 @@ MAX_PASS: Final = timedelta(minutes=30)  # one camera passed, not a day of ridin
 MAX_RAY_SPREAD_M: Final = 500.0  # a pass lasts seconds: rays far apart are not one camera passed
 MAX_ESTIMATE_RANGE_M: Final = 300.0  # a camera the device could resolve is near the rider
 
-# the reasons, in the order of the checks (docs/mapper.md lists them)
+# the reasons, in the order of the checks (docs/map.md lists them)
 REASONS: Final = (
     "topic",  # not a sighting topic (prefix/sightings/<geohash levels>/<device>)
     "oversized",  # more than MAX_MESSAGE_BYTES
@@ -56,7 +56,7 @@ REASONS: Final = (
     "region",  # the camera is not in the topic's geohash cell
     "time",  # before 2020 or in the future
     "impossible",  # a pass of hours, rays kilometres apart, an estimate far from the rider
-    "duplicate",  # a sighting id already stored (counted by the subscriber)
+    "duplicate",  # a sighting id already stored (counted with its batch by Store.add_checked)
 )
 
 

@@ -8,8 +8,8 @@ region topic, one every few seconds (exponential gaps), and now and then droppin
 sending a burst of 20-50 queued sightings when it is back, as the outbox does after a tunnel.
 
 The receiving side is ``Receipts``: ``on_sighting(sighting_id, recv_time)`` per message. The
-plain ``PahoReceiver`` here feeds it from a shared subscription; to measure through the mapper
-instead, call ``receipts.on_sighting`` from the mapper's subscriber (HOOK below). Send times
+plain ``PahoReceiver`` feeds it from a shared subscription; with ``--mapper``, ``MapperReceiver``
+runs the real MapSubscriber and feeds it the ids of each batch the store committed. Send times
 stay in the senders' side table (keyed by sighting id), never in the payload. Reports
 messages/s, end-to-end latency percentiles (publish call to receipt, same host clock), lost
 and duplicate counts, and the broker's peak resident memory (VmRSS)::
@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.accounts import BrokerAccounts
 from broker.local import LocalBroker, make_tls
-from firmware.mqtt import topic_for
+from firmware.mqtt import DEFAULT_PREFIX, MqttSettings, topic_for
 from firmware.sighting import (
     Estimate,
     ModelRef,
@@ -54,16 +55,16 @@ from firmware.sighting import (
     to_json,
 )
 
-PREFIX = "sousveil/v1"
+PREFIX = DEFAULT_PREFIX
 SHARED = f"$share/bench/{PREFIX}/sightings/#"
-MAX_INFLIGHT = 20  # the device's default (firmware/mqtt.py MqttSettings.max_inflight)
+MAX_INFLIGHT = MqttSettings.max_inflight  # the device's default window
 
 
 # ---- the receiving side ----------------------------------------------------------------------------
 
 
 class Receipts:
-    """Counts what arrived, per sighting id; thread-safe. HOOK: the mapper calls ``on_sighting`` too."""
+    """Counts what arrived, per sighting id; thread-safe (the receivers' threads call ``on_sighting``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -117,7 +118,6 @@ class MapperReceiver:
     temp folder; a sighting counts as received once the store has committed it."""
 
     def __init__(self, index: int, port: int, ca_file: Path, password: str, receipts: Receipts, root: Path) -> None:
-        from firmware.mqtt import MqttSettings
         from mapper.store import SqliteStore
         from mapper.subscriber import MapSubscriber, SubscriberSettings
 
@@ -133,10 +133,10 @@ class MapperReceiver:
         )
         self.store = SqliteStore(root / f"map-{index}.db")
 
-        def stored(sightings: Any) -> None:
+        def stored(ids: Sequence[str]) -> None:
             now = time.time()
-            for s in sightings:
-                receipts.on_sighting(s.id, now)
+            for sighting_id in ids:
+                receipts.on_sighting(sighting_id, now)
 
         self.sub = MapSubscriber(settings, self.store, SubscriberSettings(group="bench"), on_stored=stored)
         self.sub.start()

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from broker.local import find_mosquitto, free_port, port_open  # noqa: E402
+from broker.local import LocalBroker, free_port  # noqa: E402
 
 SAMPLE_VIDEO = REPO / "samples" / "ride" / "lund-ride.mp4"
 SAMPLE_TRACK = REPO / "samples" / "ride" / "lund-ride.gpx"
@@ -165,30 +165,19 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[str, str, int, fl
         return out.read().decode(), err.read().decode(), proc.returncode, wall, usage.ru_maxrss / 1024.0
 
 
-class PlainBroker:
+def plain_broker(directory: Path) -> LocalBroker:
     """mosquitto on a free loopback port, anonymous, in-memory: the bike's broker stand-in."""
-
-    def __init__(self, directory: Path) -> None:
-        exe = find_mosquitto()
-        if exe is None:
-            raise SystemExit("bench_pipeline: mosquitto not found (apt install mosquitto, or use --sink file)")
-        self.port = free_port()
-        conf = directory / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not port_open(self.port):
-            if time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit("bench_pipeline: mosquitto did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
+    port = free_port()
+    conf = f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type error\n"
+    broker = LocalBroker(directory, conf, port)
+    try:
+        broker.start()
+    except RuntimeError as e:
+        raise SystemExit(f"bench_pipeline: {e} (or use --sink file)") from None
+    return broker
 
 
-def write_config(directory: Path, sink: str, broker: PlainBroker | None, threads: int, run: int) -> Path:
+def write_config(directory: Path, sink: str, broker: LocalBroker | None, threads: int, run: int) -> Path:
     lines = ["[device]", 'id = "00000000bec4b14e"', "", "[detector]", f"num_threads = {threads}", ""]
     if sink == "mqtt" and broker is not None:
         lines += ["[mqtt]", 'host = "127.0.0.1"', f"port = {broker.port}", ""]
@@ -217,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         d = Path(tmp)
         env["SOUSVEIL_STATE_DIR"] = str(d / "state")
-        broker = PlainBroker(d) if args.sink == "mqtt" else None
+        broker = plain_broker(d) if args.sink == "mqtt" else None
         try:
             rows: dict[str, list[dict[str, Any]]] = {"decode": [], "detector": [], "pipeline": [], "replay": []}
             base = [sys.executable, str(Path(__file__).resolve()), "--video", str(args.video), "--track",
@@ -273,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
           f"rounds {', '.join(f'{100 * r:.1f}' for r in ratios)})")  # fmt: skip
     print(f"  pipeline outside detect    {1000 * statistics.median(inter['outside_s']) / n:8.2f} ms per frame "
           "(tracker, geotag, privacy, sighting, sink)")  # fmt: skip
-    detect_per_frame = statistics.median(inter["pipeline_s"]) - statistics.median(inter["outside_s"])
-    share = detect_per_frame / (detect_per_frame + statistics.median(inter["outside_s"]))
+    share = 1.0 - statistics.median(inter["outside_s"]) / statistics.median(inter["pipeline_s"])
     print(f"  so the pipeline keeps      {100 * share:8.2f} % of the detector's rate (noise-free: time inside"
           " and outside detect, same rounds)")  # fmt: skip
     print("each in its own process, decoding the video:")

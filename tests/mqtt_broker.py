@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from broker.local import find_mosquitto, free_port, port_open
+from broker.local import LocalBroker, find_mosquitto, free_port, make_tls
 
 MOSQUITTO = find_mosquitto()
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
@@ -38,70 +37,37 @@ class ServerCert:
     key_file: Path
 
 
-def _openssl(*args: str) -> None:
-    assert OPENSSL is not None
-    done = subprocess.run([OPENSSL, *args], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"openssl {args[0]} failed ({done.returncode}): {done.stderr.strip()}")
+def make_server_cert(directory: Path) -> ServerCert:
+    """A fresh CA and a server certificate for localhost and 127.0.0.1 signed by it, made by
+    deploy/broker/make-ca.sh (broker.local.make_tls) as an operator would make them."""
+    if OPENSSL is None:
+        pytest.skip("openssl is not installed (apt-get install openssl); needed to make the test certificates")
+    ca = make_tls(directory)
+    return ServerCert(ca, directory / "server.crt", directory / "server.key")
 
 
 def make_ca(directory: Path, name: str = "ca") -> tuple[Path, Path]:
-    """A self-signed EC P-256 CA valid for one day: (certificate, key) in ``directory``."""
-    if OPENSSL is None:
-        pytest.skip("openssl is not installed (apt-get install openssl); needed to make the test certificates")
-    directory.mkdir(parents=True, exist_ok=True)
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN=sousveil test {name}",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    return cert, key
+    """Another CA of its own in ``directory/name``: (certificate, key)."""
+    tls = make_server_cert(directory / name)
+    return tls.ca_file, tls.ca_file.with_suffix(".key")
 
 
-def make_server_cert(directory: Path) -> ServerCert:
-    """A fresh CA and a one-day server certificate for 127.0.0.1 and localhost signed by it."""
-    ca_cert, ca_key = make_ca(directory, "ca")
-    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
-    ext = directory / "server.ext"
-    ext.write_text(
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-        "subjectKeyIdentifier=hash\n"
-        "authorityKeyIdentifier=keyid,issuer\n",
-        encoding="utf-8",
-    )
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost",
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-out", str(cert), "-days", "1", "-extfile", str(ext),
-    )  # fmt: skip
-    return ServerCert(ca_cert, cert, key)
-
-
-class Broker:
+class Broker(LocalBroker):
     """One mosquitto process with its own config in ``directory``; ``users`` turns on a password file.
 
-    ``tls`` makes the one listener TLS-only (no client certificate required).
+    ``tls`` makes the one listener TLS-only (no client certificate required). ``start`` and
+    ``stop`` (SIGTERM) are LocalBroker's; ``kill`` is a crash, ``restart`` comes back on the same port.
     """
 
     def __init__(self, directory: Path, users: dict[str, str] | None = None, tls: ServerCert | None = None) -> None:
         if MOSQUITTO is None:
             pytest.skip("mosquitto is not installed (apt-get install mosquitto; scripts/test.sh does it)")
-        self.dir = directory
-        self.port = free_port()
-        self.log = directory / "mosquitto.log"
+        port = free_port()
         self.tls = tls
         lines = [
-            f"listener {self.port} 127.0.0.1",
+            f"listener {port} 127.0.0.1",
             "persistence false",
-            f"log_dest file {self.log}",
+            f"log_dest file {directory / 'mosquitto.log'}",
             "log_type all",
             # started as root (CI containers) mosquitto would switch to user 'mosquitto', who cannot read tmp_path
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
@@ -124,23 +90,7 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {pwfile}"]
         else:
             lines.append("allow_anonymous true")
-        self.conf = directory / "mosquitto.conf"
-        self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 5.0) -> None:
-        assert MOSQUITTO is not None
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + timeout
-        while not port_open(self.port):
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout} s")
-            time.sleep(0.02)
+        super().__init__(directory, "\n".join(lines) + "\n", port)
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, like a crash or a pulled cable at the broker."""
@@ -309,7 +259,6 @@ class MapBroker:
 
     def __init__(self, directory: Path, extra_conf: str = "") -> None:
         from broker.accounts import BrokerAccounts
-        from broker.local import LocalBroker, make_tls
 
         if MOSQUITTO is None:
             pytest.skip("mosquitto is not installed (apt-get install mosquitto; scripts/test.sh does it)")
@@ -326,22 +275,19 @@ class MapBroker:
         self.port = self.broker.port
 
     def add_device(self, name: str) -> tuple[str, str]:
-        """(device id, password) of a new device account; call ``reload`` to apply."""
+        """(device id, password) of a new device account (enrol before ``broker.start()``, or reload)."""
         e = self.accounts.add_device(name, self.secrets)
         return e.account.username, e.password_file.read_text().strip()
 
     def add_reader(self, name: str) -> str:
         return self.accounts.add_reader(name, self.secrets).password_file.read_text().strip()
 
-    def reload(self, timeout: float = 5.0) -> None:
-        """SIGHUP, then wait until mosquitto says it reloaded."""
-        mark = self.broker.log_size()
-        self.broker.reload()
-        if not self.broker.wait_log("Reloading config", timeout, after=mark):
-            raise RuntimeError("mosquitto did not log a reload after SIGHUP")
-
     def client(self, username: str | None = None, password: str | None = None, tls: bool = True) -> V5Client:
         return V5Client(self.port, self.ca_file if tls else None, username, password)
+
+    def subscriber(self, topic: str, username: str, password: str) -> Subscriber:
+        """A reader's Subscriber on ``topic`` over TLS (it has its SUBACK when this returns)."""
+        return Subscriber(self.port, topic, username=username, password=password, ca_file=self.ca_file)
 
 
 @pytest.fixture(name="map_broker_factory")

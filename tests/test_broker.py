@@ -135,7 +135,7 @@ def test_enrolled_device_publishes_over_tls_into_a_shared_subscription(map_broke
     config = parse_config(tomllib.loads(snippet), "sousveil.toml", state_dir=tmp_path)
     device = config.device.id
     assert config.mqtt is not None and device is not None and device == enrolment.account.username
-    readers = [Subscriber(mb.port, SHARED, username="mapper", password=reader_pw, ca_file=mb.ca_file)]
+    readers = [mb.subscriber(SHARED, "mapper", reader_pw)]
     with Outbox(tmp_path / "outbox.db") as box:
         pub = MqttPublisher(dataclasses.replace(config.mqtt, keepalive_s=5), box, device)
         pub.start()
@@ -207,8 +207,8 @@ def test_impostor_cannot_write_another_devices_or_unbound_topics(map_broker_fact
     bob, bob_pw = mb.add_device("bob")
     reader_pw = mb.add_reader("mapper")
     started(mb)
-    sightings = Subscriber(mb.port, f"{PREFIX}/sightings/#", username="mapper", password=reader_pw, ca_file=mb.ca_file)
-    statuses = Subscriber(mb.port, f"{PREFIX}/status/#", username="mapper", password=reader_pw, ca_file=mb.ca_file)
+    sightings = mb.subscriber(f"{PREFIX}/sightings/#", "mapper", reader_pw)
+    statuses = mb.subscriber(f"{PREFIX}/status/#", "mapper", reader_pw)
     c = mb.client(alice, alice_pw)
     assert not c.connect().is_failure
     forbidden = [
@@ -237,7 +237,7 @@ def test_reader_cannot_publish_anything(map_broker_factory: Any) -> None:
     alice, alice_pw = mb.add_device("alice")
     reader_pw = mb.add_reader("mapper")
     started(mb)
-    sub = Subscriber(mb.port, f"{PREFIX}/#", username="mapper", password=reader_pw, ca_file=mb.ca_file)
+    sub = mb.subscriber(f"{PREFIX}/#", "mapper", reader_pw)
     r = mb.client("mapper", reader_pw)
     assert not r.connect().is_failure
     for topic in (here(alice), status_topic(PREFIX, alice), f"{PREFIX}/sightings/x", "mapper", f"{PREFIX}/map"):
@@ -302,7 +302,7 @@ def test_largest_sighting_passes_and_an_oversized_packet_only_drops_its_sender(m
     bob, bob_pw = mb.add_device("bob")
     reader_pw = mb.add_reader("mapper")
     started(mb)
-    sub = Subscriber(mb.port, SHARED, username="mapper", password=reader_pw, ca_file=mb.ca_file)
+    sub = mb.subscriber(SHARED, "mapper", reader_pw)
     a = mb.client(alice, alice_pw)
     assert not a.connect().is_failure
     longest = sighting_topic(PREFIX, -89.9, -179.9, alice)
@@ -321,7 +321,7 @@ def test_malformed_packets_close_that_connection_and_the_broker_carries_on(map_b
     alice, alice_pw = mb.add_device("alice")
     reader_pw = mb.add_reader("mapper")
     started(mb)
-    sub = Subscriber(mb.port, SHARED, username="mapper", password=reader_pw, ca_file=mb.ca_file)
+    sub = mb.subscriber(SHARED, "mapper", reader_pw)
     wildcard = f"{PREFIX}/sightings/+/+/+/+/+/{alice}".encode()
     bad = {
         "a wildcard in a PUBLISH topic": publish_packet(wildcard, b"{}"),
@@ -366,9 +366,7 @@ def test_bridge_forwards_the_regions_sightings_to_the_national_broker(map_broker
     alice, alice_pw = regional.add_device("alice")
     started(regional)
 
-    sub = Subscriber(
-        national.port, SHARED, username="national-map", password=national_reader_pw, ca_file=national.ca_file
-    )
+    sub = national.subscriber(SHARED, "national-map", national_reader_pw)
     assert national.broker.wait_log("u'bridge-u3'", 10), "the bridge did not connect to the national broker"
     d = regional.client(alice, alice_pw)
     assert not d.connect().is_failure

@@ -23,13 +23,15 @@ import pytest
 
 from firmware.position.interpolate import distance_m
 from firmware.sighting import ModelRef, Position, Ray, Sighting, suggested_tags
-from mapper.entity import Entity
+from mapper.entity import Entity, EntityRay
 from mapper.export import (
     CSV_FIELDS,
+    RAY_DEFAULT_M,
+    RAY_MAX_M,
     ExportError,
-    destination,
     export,
     feature_collection,
+    ray_feature,
     write_csv,
     write_geojson,
     write_osm,
@@ -184,10 +186,16 @@ def test_geojson_rays_from_rider_towards_entity(store: SqliteStore, tmp_path: Pa
     assert distance_m(lat0, lon0, lat1, lon1) == pytest.approx(30.0, abs=0.5)
 
 
-def test_destination_round_trip() -> None:
-    lat, lon = destination(52.52, 13.40, 90.0, 1000.0)
-    assert distance_m(52.52, 13.40, lat, lon) == pytest.approx(1000.0, rel=1e-6)
-    assert lat == pytest.approx(52.52, abs=1e-4) and lon > 13.40
+@pytest.mark.parametrize(("east_deg", "length_m"), [(0.01, None), (0.1, RAY_MAX_M), (1e-6, RAY_DEFAULT_M)])
+def test_a_ray_runs_along_its_bearing_as_far_as_the_entity(east_deg: float, length_m: float | None) -> None:
+    """Due east from the rider to the entity (677 m away), at most 1 km, 50 m when the rider stood on it."""
+    rider = (52.52, 13.40)
+    e = replace(make_entities()[0], lat_deg=rider[0], lon_deg=rider[1] + east_deg)
+    feature = ray_feature(e, EntityRay(RAY_SIGHTING, *rider, 90.0, 2.0, False))
+    (lon0, lat0), (lon1, lat1) = feature["geometry"]["coordinates"]
+    assert (lat0, lon0) == rider and lat1 == rider[0] and lon1 > rider[1]
+    expected = distance_m(*rider, e.lat_deg, e.lon_deg) if length_m is None else length_m
+    assert distance_m(lat0, lon0, lat1, lon1) == pytest.approx(expected, abs=0.02)  # 7 decimals: about 1 cm
 
 
 def test_geojson_refuses_nan() -> None:

@@ -70,6 +70,27 @@ def test_import_fuse_export_stats(ride_file: tuple[Path, int], tmp_path: Path, c
     assert kml.tag.endswith("kml") and len(kml.findall(".//{*}Placemark")) == len(points)
 
 
+def test_import_counts_each_refusal_under_its_reason(ride_file: tuple[Path, int], tmp_path: Path, capsys: Any) -> None:
+    """A line is checked on the topic its plain JSON names, or on a placeholder when it names none, so
+    check_message says what is wrong: ``{}`` breaks the schema, NaN is no JSON, a rider on the wrong
+    hemisphere is impossible."""
+    path, n = ride_file
+    good = path.read_bytes().splitlines()[0]
+    obj = json.loads(good)
+    nan = good.replace(b'"score":', b'"score":NaN,"x":', 1)
+    far = json.dumps({**obj, "observer": {**obj["observer"], "lat_deg": -obj["observer"]["lat_deg"]}}).encode()
+    lines = tmp_path / "bad.jsonl"
+    lines.write_bytes(b"\n".join([b"{}", nan, b"[1, 2]", b"not json", b'{"estimate": 5}', far]) + b"\n")
+    store = str(tmp_path / "map.db")
+    assert main(["map", "import", "--store", store, str(lines), str(path)]) == 0
+    assert f"imported {n} sightings (0 already known, 7 refused)" in capsys.readouterr().out
+    assert main(["map", "stats", "--store", store]) == 0
+    stats = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    rejected = {k.removeprefix("rejected:"): int(v) for k, v in stats.items() if k.startswith("rejected:")}
+    # bad.jsonl: {}, [1, 2], {"estimate": 5} and the file's own '{"not": "a sighting"}' break the schema
+    assert rejected == {"schema": 4, "json": 2, "impossible": 1}
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

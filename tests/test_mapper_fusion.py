@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import replace
 from datetime import timedelta
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from firmware.mqtt import topic_for
 from firmware.position.interpolate import distance_m
-from firmware.sighting import Ray, Sighting
+from firmware.sighting import Ray, Sighting, from_json, to_json
 from mapper.fusion import Fusion, FusionConfig, confidence, fit, make_entity
 from mapper.store import SightingRow, SqliteStore, StoreError
+from mapper.validate import Checked, check_message
 from tests.mqtt_broker import Broker, broker_factory_fixture, broker_fixture  # noqa: F401 - fixtures
 from tests.sim_world import make_world
 from tests.test_mapper_sim import messages, publish_all, start_mapper, wait_until
@@ -156,7 +159,7 @@ def test_a_full_disk_loses_nothing(broker: Broker, tmp_path: Path, world: object
     store._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL: as a full disk looks to SQLite
     sub = start_mapper(broker.port, store)
     try:
-        publish_all(broker.port, messages(sightings))
+        publish_all(broker.port, [*messages(sightings), (topic_for(sightings[0]), b"{}")])
         wait_until(lambda: sub.last_error is not None and "full" in sub.last_error)
         assert store.stats()["sightings"] == 0
         store._db.execute("PRAGMA max_page_count = 1073741823")  # space again
@@ -165,21 +168,64 @@ def test_a_full_disk_loses_nothing(broker: Broker, tmp_path: Path, world: object
     finally:
         sub.close()
     assert sub.last_error is None
+    # the refusal was counted with its batch, once however often the batch was tried
+    assert {k: v for k, v in store.stats().items() if k.startswith("rejected:")} == {"rejected:schema": 1}
+
+
+def untidy(s: Sighting) -> bytes:
+    """``s`` as a device could send it without to_json: more digits than the wire has, keys in
+    another order, spaces, a whole number as 3.0, a bearing that rounds to 360."""
+    o = json.loads(to_json(s))
+    o["score"] = o["score"] + (0.0004 if o["score"] < 0.5 else -0.0004)
+    o["frames"] = float(o["frames"])
+    o["observer"] = {k: v + 3.3e-9 if k != "acc_m" else v + 0.04 for k, v in o["observer"].items()}
+    if o["estimate"] is not None:
+        o["estimate"] = {k: v - 2.1e-9 if k != "sigma_m" else v + 0.04 for k, v in o["estimate"].items()}
+    if o["direction_deg"] is not None:
+        o["direction_deg"] = 359.97
+    for i, r in enumerate(o["rays"]):
+        r.update(lat_deg=r["lat_deg"] + 4e-9, lon_deg=r["lon_deg"] - 4e-9, acc_m=r["acc_m"] + 0.04)
+        r.update(sigma_deg=r["sigma_deg"] + 0.04, bearing_deg=359.96 if i == 0 else r["bearing_deg"] + 0.04)
+    return json.dumps(dict(reversed(o.items())), ensure_ascii=False).encode()
 
 
 def test_the_subscribers_path_stores_what_add_sightings_stores(tmp_path: Path, world: object) -> None:
-    """A message checked in place (check_message, no dataclass per ray) stores and reads back as the
-    Sighting it came from does (add_sightings), and .sighting() rebuilds that Sighting exactly."""
-    from firmware.mqtt import topic_for
-    from firmware.sighting import to_json
-    from mapper.validate import Checked, check_message
-
+    """A message checked in place (check_message, no dataclass per ray) stores what the Sighting
+    made from it stores (add_sightings), to the wire's precision, also when it carries more
+    digits than the wire has (the store keeps the numbers as sent; the dataclasses round)."""
     sightings = world.sightings[:50]  # type: ignore[attr-defined]
     now = max(s.last_seen_utc for s in sightings) + timedelta(hours=1)
-    checked = [check_message(topic_for(s), to_json(s), now=now) for s in sightings]
-    assert all(isinstance(c, Checked) for c in checked)
+    payloads = [to_json(s) for s in sightings[:25]] + [untidy(s) for s in sightings[25:]]
+    assert all(p != to_json(s) for p, s in zip(payloads[25:], sightings[25:], strict=True))
+    checked = [check_message(topic_for(s), p, now=now) for s, p in zip(sightings, payloads, strict=True)]
+    assert all(isinstance(c, Checked) for c in checked), checked
     a, b = SqliteStore(tmp_path / "a.db"), SqliteStore(tmp_path / "b.db")
     assert a.add_checked(checked) == [True] * 50  # type: ignore[arg-type]
     assert b.add_sightings([c.sighting() for c in checked]) == [True] * 50  # type: ignore[union-attr]
-    assert a.pending() == b.pending()
-    assert [c.sighting() for c in checked] == sightings  # type: ignore[union-attr]
+    for x, y in zip(a.pending(), b.pending(), strict=True):  # the same, to the wire's precision
+        assert (x.id, x.device, x.first_seen_utc, x.last_seen_utc, x.label, x.frames) == (
+            y.id, y.device, y.first_seen_utc, y.last_seen_utc, y.label, y.frames,
+        )  # fmt: skip
+        assert x.score == pytest.approx(y.score, abs=5e-4)
+        assert same_position(x.observer, y.observer)
+        assert (x.estimate is None) == (y.estimate is None)
+        assert x.estimate is None or y.estimate is None or same_position(x.estimate, y.estimate)
+        assert (x.direction_deg is None) == (y.direction_deg is None)
+        assert x.direction_deg is None or y.direction_deg is None or turn(x.direction_deg, y.direction_deg) < 0.05
+        for rx, ry in zip(x.rays, y.rays, strict=True):
+            assert same_position((rx.lat_deg, rx.lon_deg, rx.acc_m), (ry.lat_deg, ry.lon_deg, ry.acc_m))
+            assert turn(rx.bearing_deg, ry.bearing_deg) < 0.05 and rx.sigma_deg == pytest.approx(ry.sigma_deg, abs=0.05)
+    bodies = dict(a._db.execute("SELECT id, body FROM sightings").fetchall())
+    assert [bodies[s.id].encode() for s in sightings] == payloads  # the message as received
+    assert [c.sighting() for c in checked[:25]] == sightings[:25]  # type: ignore[union-attr]
+    assert [c.sighting() for c in checked[25:]] == [from_json(p) for p in payloads[25:]]  # type: ignore[union-attr]
+
+
+def same_position(p: tuple[float, float, float], q: tuple[float, float, float]) -> bool:
+    """Equal at the wire's precision: 1e-7 degrees (1 cm) and 0.1 m."""
+    return abs(p[0] - q[0]) <= 1e-7 and abs(p[1] - q[1]) <= 1e-7 and abs(p[2] - q[2]) <= 0.05
+
+
+def turn(a: float, b: float) -> float:
+    """The angle between two bearings, degrees (359.96 and 0.0 are 0.04 apart)."""
+    return abs((a - b + 180.0) % 360.0 - 180.0)

@@ -257,7 +257,7 @@ def test_page_in_headless_chromium(server: MapServer, browser: Any) -> None:
 
     wait = WebDriverWait(browser, 10)
     browser.get(server.url + "/")
-    # the initial load fits the view to all entities; then moveend refetches by bbox
+    # the initial load takes every entity and fits the view to them; a pan or zoom refetches by bbox (below)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "path.sv-entity")) == len(SPECS))
     wait.until(lambda d: int(d.find_element(By.ID, "map").get_attribute("data-sv-loads") or 0) >= 1)
     markers = {m.get_attribute("data-entity-id"): m for m in browser.find_elements(By.CSS_SELECTOR, "path.sv-entity")}
@@ -286,6 +286,29 @@ def test_page_in_headless_chromium(server: MapServer, browser: Any) -> None:
     assert not popup.find_elements(By.TAG_NAME, "script")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "path.sv-ray")) == 3)
     assert len(browser.find_elements(By.CSS_SELECTOR, "path.sv-ray.sv-outlier")) == 1
+
+    # every pan or zoom fetches the cameras in view again, by bounding box (the first load took all)
+    def zoom(control: str) -> tuple[int, list[float]]:
+        before = loads()
+        browser.execute_script(f"document.querySelector('.leaflet-control-zoom-{control}').click()")
+        wait.until(lambda d: loads() > before)
+        urls = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        boxes = [u.split("bbox=", 1)[1] for u in urls if "/api/entities.geojson?bbox=" in u]
+        assert boxes, urls
+        count = int(browser.find_element(By.ID, "map").get_attribute("data-sv-count") or 0)
+        return count, [float(v) for v in boxes[-1].split(",")]
+
+    def loads() -> int:
+        return int(browser.find_element(By.ID, "map").get_attribute("data-sv-loads") or 0)
+
+    for _ in range(3):
+        count, (west, south, east, north) = zoom("in")
+    assert count < len(SPECS)  # only what is in the (small) view
+    assert count == sum(west <= lon <= east and south <= lat <= north for _, _, lat, lon, *_ in SPECS)
+    for _ in range(4):
+        count, (west, south, east, north) = zoom("out")
+    assert count == len(SPECS)
+    assert all(west <= lon <= east and south <= lat <= north for _, _, lat, lon, *_ in SPECS)
 
     # no tile URL: no tiles, and nothing fetched from anywhere but this server
     assert not browser.find_elements(By.CSS_SELECTOR, "img.leaflet-tile")
